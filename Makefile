@@ -1,0 +1,40 @@
+# Two commands from a fresh clone: `make train` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv train evaluate test test-all bench lint format clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,slurm,optuna]"
+	touch $(STAMP)
+
+# Train the glass-box model on the embedded digits dataset, then test its best checkpoint.
+train: venv
+	$(PY) train.py $(ARGS)
+
+evaluate: venv
+	$(PY) evaluate.py $(ARGS)
+
+test: venv
+	WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
+
+test-all: venv
+	WANDB_MODE=disabled $(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+bench: venv
+	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+lint: venv
+	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
+
+format: venv
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf outputs multirun logs .pytest_cache

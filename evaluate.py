@@ -1,0 +1,18 @@
+"""Evaluate a checkpoint (Hydra config conf/evaluate.yaml): test metrics and analysis reports.
+
+python evaluate.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from glassbox import pipeline
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    pipeline.run(cfg, pipeline.evaluate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Datasets and the LightningDataModule (embedded digits, generated shapes, torchvision sets)."""
+
+from glassbox.data.datamodule import GlassBoxDataModule, ImageTensorDataset
+from glassbox.data.transforms import rotate_images
+
+__all__ = ["GlassBoxDataModule", "ImageTensorDataset", "rotate_images"]

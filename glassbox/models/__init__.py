@@ -1,0 +1,1 @@
+"""Nets (glass-box, AlexNet) and the classification LightningModule."""

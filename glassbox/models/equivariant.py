@@ -1,0 +1,99 @@
+"""e2cnn building blocks for the glass-box representation layer, with cached He init and
+state-dict hooks that make checkpoints independent of train/eval mode."""
+
+from __future__ import annotations
+
+import torch
+from e2cnn import gspaces
+from e2cnn import nn as enn
+
+from glassbox.errors import ConfigError
+
+GSPACES = ("rot", "fliprot")
+
+# e2cnn's generalized He init costs seconds for wide layers; the variances depend only on the
+# layer's signature, so compute them once per process.
+_HE_VARIANCES: dict[tuple, torch.Tensor] = {}
+
+
+def make_gspace(name: str, order: int):
+    if name not in GSPACES:
+        raise ConfigError(f"unknown gspace {name!r}; use one of {', '.join(GSPACES)}")
+    if order < 1:
+        raise ConfigError(f"group_order must be >= 1, got {order}")
+    return gspaces.Rot2dOnR2(order) if name == "rot" else gspaces.FlipRot2dOnR2(order)
+
+
+def he_init_cached(conv: enn.R2Conv) -> None:
+    """Generalized He init (as e2cnn's default), with the variance tensor cached by signature."""
+    from e2cnn.nn.init import _generalized_he_init_variances
+
+    key = (
+        conv.in_type.gspace.name,
+        tuple(r.name for r in conv.in_type.representations),
+        tuple(r.name for r in conv.out_type.representations),
+        conv.kernel_size,
+    )
+    if key not in _HE_VARIANCES:
+        _HE_VARIANCES[key] = _generalized_he_init_variances(conv.basisexpansion)
+    with torch.no_grad():
+        conv.weights.copy_(_HE_VARIANCES[key] * torch.randn_like(conv.weights))
+
+
+def conv_block(in_type, out_type, kernel_size: int, pool: bool) -> enn.SequentialModule:
+    """R2Conv → InnerBatchNorm → ReLU (→ 2×2 max pool). Stride 1 and 'same' padding keep the
+    block exactly equivariant to 90° rotations on even-sized maps."""
+    if kernel_size % 2 == 0:
+        raise ConfigError(f"kernel sizes must be odd for 'same' padding, got {kernel_size}")
+    conv = enn.R2Conv(
+        in_type, out_type, kernel_size, padding=kernel_size // 2, bias=False, initialize=False
+    )
+    he_init_cached(conv)
+    layers = [conv, enn.InnerBatchNorm(out_type), enn.ReLU(out_type, inplace=True)]
+    if pool:
+        layers.append(enn.PointwiseMaxPool(out_type, kernel_size=2, stride=2))
+    return enn.SequentialModule(*layers)
+
+
+def _r2convs(module: torch.nn.Module, prefix: str = ""):
+    for name, sub in module.named_modules(prefix=prefix.rstrip(".")):
+        if isinstance(sub, enn.R2Conv):
+            yield (name + "." if name else ""), sub
+
+
+_EVAL_BUFFERS = ("filter", "expanded_bias")
+
+
+def install_mode_independent_state(module: torch.nn.Module) -> None:
+    """Make ``module``'s state dict the same in train and eval mode.
+
+    e2cnn's ``R2Conv`` registers the expanded ``filter``/``expanded_bias`` as buffers in eval
+    mode only, so a checkpoint saved in one mode does not load in the other. They are pure
+    functions of the weights: drop them on save, ignore them on load, and rebuild them after
+    loading when the module is in eval mode.
+    """
+
+    def drop_on_save(mod, state_dict, prefix, local_metadata):
+        for name, _ in _r2convs(mod, prefix):
+            for buf in _EVAL_BUFFERS:
+                state_dict.pop(name + buf, None)
+        return state_dict
+
+    def drop_on_load(state_dict, prefix, *args, **kwargs):
+        for name, _ in _r2convs(module, prefix):
+            for buf in _EVAL_BUFFERS:
+                state_dict.pop(name + buf, None)
+
+    def rebuild_after_load(mod, incompatible):
+        eval_keys = {b for b in _EVAL_BUFFERS}
+        incompatible.missing_keys[:] = [
+            k for k in incompatible.missing_keys if k.rsplit(".", 1)[-1] not in eval_keys
+        ]
+        for _, conv in _r2convs(mod):
+            if not conv.training:  # recompute the cached filter from the loaded weights
+                conv.train(True)
+                conv.train(False)
+
+    module._register_state_dict_hook(drop_on_save)
+    module._register_load_state_dict_pre_hook(drop_on_load)
+    module.register_load_state_dict_post_hook(rebuild_after_load)

@@ -1,0 +1,83 @@
+"""The dimension-reduction layer: a linear map, learnable or fitted by PCA."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glassbox.errors import ConfigError
+
+REDUCTIONS = ("linear", "pca")
+
+
+class Reduction(nn.Module):
+    """``reduced = linear(features)``.
+
+    Modes:
+        ``linear``: an ordinary learnable ``nn.Linear``.
+        ``pca``: the map is set by :meth:`fit` to the top principal components of the training
+            representations (projection onto them, centred), then frozen (``trainable=False``)
+            or fine-tuned (``trainable=True``). ``fitted`` is a buffer, so a resumed or loaded
+            model is not re-fitted.
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int, mode: str = "pca", trainable: bool = False
+    ) -> None:
+        super().__init__()
+        if mode not in REDUCTIONS:
+            raise ConfigError(f"unknown reduction {mode!r}; use one of {', '.join(REDUCTIONS)}")
+        if not 1 <= out_dim <= in_dim:
+            raise ConfigError(
+                f"reduced_dim={out_dim} must be between 1 and the representation size {in_dim}; "
+                "lower model.net.reduced_dim or widen the last representation block"
+            )
+        self.mode, self.trainable = mode, trainable
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.register_buffer("fitted", torch.tensor(mode != "pca"))
+        self.register_buffer("explained_variance_ratio", torch.zeros(in_dim))
+        if mode == "pca" and not trainable:
+            self.linear.requires_grad_(False)
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.mode == "pca" and not bool(self.fitted)
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor) -> torch.Tensor:
+        """Set the map to PCA of ``features`` (N, in_dim); return the explained-variance ratios."""
+        if features.ndim != 2 or features.shape[1] != self.linear.in_features:
+            raise ConfigError(
+                f"PCA expects (N, {self.linear.in_features}) features, got {tuple(features.shape)}"
+            )
+        if features.shape[0] < 2:
+            raise ConfigError("PCA needs at least two training samples")
+        x = features.double()
+        mean = x.mean(0)
+        # Eigen-decomposition of the covariance: rows of V^T are the principal axes.
+        _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        var = s**2
+        ratio = var / var.sum().clamp_min(1e-30)
+        k = self.linear.out_features
+        components = torch.zeros(k, x.shape[1], dtype=torch.float64)
+        components[: min(k, vt.shape[0])] = vt[:k]
+        # Fix each axis's sign (largest |loading| positive) so the fit is deterministic.
+        sign = (
+            torch.sign(components.gather(1, components.abs().argmax(1, keepdim=True))).clamp_min(0)
+            * 2
+            - 1
+        )
+        components = components * sign
+        self.linear.weight.copy_(components.to(self.linear.weight))
+        self.linear.bias.copy_((-components @ mean).to(self.linear.bias))
+        ratios = torch.zeros_like(self.explained_variance_ratio)
+        ratios[: ratio.numel()] = ratio.to(ratios)
+        self.explained_variance_ratio.copy_(ratios)
+        self.fitted.fill_(True)
+        return ratios
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, trainable={self.trainable}"

@@ -1,0 +1,232 @@
+"""train() and evaluate(): everything the entry scripts do, driven by a composed Hydra config."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from glassbox.checkpoints import load_checkpoint, load_weights, net_name
+from glassbox.errors import ConfigError, NonFiniteLossError
+from glassbox.utils import resolvers
+from glassbox.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+resolvers.register()
+
+
+# --------------------------------------------------------------------------- building blocks
+def build_datamodule(cfg: DictConfig, **overrides: Any):
+    dm = hydra.utils.instantiate(cfg.data, **overrides)
+    dm.setup("fit")
+    return dm
+
+
+def build_module(cfg: DictConfig, dm) -> pl.LightningModule:
+    module = hydra.utils.instantiate(cfg.model)
+    net = module.net
+    for attr, have in (
+        ("in_channels", dm.channels),
+        ("num_classes", dm.num_classes),
+        ("image_size", dm.image_size),
+    ):
+        want = getattr(net, attr, have)
+        if want != have:
+            raise ConfigError(
+                f"model.net.{attr}={want} does not match the data ({have}): remove the model.net.{attr} override; "
+                f"it follows data.{'channels' if attr == 'in_channels' else attr} by default"
+            )
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return module
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
+    callbacks = []
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            continue
+        if not has_logger and conf._target_.endswith("LearningRateMonitor"):
+            log.info("no logger configured: skipping the %s callback", name)
+            continue
+        callbacks.append(hydra.utils.instantiate(conf))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [
+        hydra.utils.instantiate(conf)
+        for conf in (cfg.get("logger") or {}).values()
+        if isinstance(conf, DictConfig) and "_target_" in conf
+    ]
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, bool(loggers))
+    return hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **kwargs
+    )
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, int | float):
+            out[k] = float(v)
+    return out
+
+
+def run_tests(
+    cfg: DictConfig, trainer: pl.Trainer, module, dm, ckpt_path: str | None
+) -> dict[str, Any]:
+    """The test split, then the configured rotated test sets; returns flat metrics."""
+    results: dict[str, Any] = {}
+    module.set_test_prefix("test")
+    results.update(
+        _scalars(trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)[0])
+    )
+    if module.confusion_matrix is not None:
+        results["test/confusion_matrix"] = module.confusion_matrix.tolist()
+    rot = cfg.get("rotated_test") or {}
+    passes = []
+    if rot.get("random"):
+        passes.append(("test_rotated", {"split": "test", "mode": "random", "angle": 0.0}))
+    for angle in rot.get("angles") or []:
+        passes.append(
+            (f"test_rot{float(angle):g}", {"split": "test", "mode": "fixed", "angle": float(angle)})
+        )
+    for prefix, rotation in passes:
+        rdm = build_datamodule(cfg, rotation=rotation)
+        module.set_test_prefix(prefix)
+        # After the first pass the module already holds the tested weights: no reload.
+        results.update(_scalars(trainer.test(module, datamodule=rdm, verbose=False)[0]))
+    module.set_test_prefix("test")
+    return results
+
+
+def _finish_wandb() -> None:
+    # One W&B run per job: a multirun's next job must not log into this one.
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:
+        pass
+
+
+def _write_metrics(cfg: DictConfig, metrics: dict[str, Any], extra: dict[str, Any]) -> Path:
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    atomic_write_json(path, {**extra, "metrics": metrics})
+    log.info("metrics written to %s", path)
+    return path
+
+
+def _seed(cfg: DictConfig) -> None:
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+
+# --------------------------------------------------------------------------- entry points
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; write metrics.json; return all metrics."""
+    _seed(cfg)
+    dm = build_datamodule(cfg)
+    module = build_module(cfg, dm)
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(module.run_config)
+    ckpt_path = cfg.get("ckpt_path")
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    except NonFiniteLossError:
+        _finish_wandb()
+        raise
+    metrics = _scalars(trainer.callback_metrics)
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint: testing the current weights")
+        metrics.update(run_tests(cfg, trainer, module, dm, best or None))
+    if trainer.is_global_zero:
+        _write_metrics(
+            cfg,
+            metrics,
+            {
+                "task": "train",
+                "model": cfg.model.get("name"),
+                "data": cfg.data.name,
+                "best_ckpt": getattr(trainer.checkpoint_callback, "best_model_path", None),
+            },
+        )
+    _finish_wandb()
+    return metrics
+
+
+def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(
+            f"optimized_metric={name!r} was not logged; logged metrics: {', '.join(sorted(metrics))}"
+        )
+    value = float(metrics[name])
+    return value if math.isfinite(value) else None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild the model from a checkpoint's stored config and test it (optionally rotated)."""
+    ckpt = load_checkpoint(cfg.get("ckpt_path"))
+    stored = OmegaConf.create(ckpt["glassbox"]["config"])
+    requested = cfg.get("model_name")
+    if requested and requested != net_name(ckpt):
+        raise ConfigError(
+            f"checkpoint {cfg.ckpt_path} holds a {net_name(ckpt)!r} model but model={requested} was requested; "
+            "drop the model override (evaluate.py rebuilds the model from the checkpoint) or pass a matching checkpoint"
+        )
+    # The checkpoint decides model and data; evaluate.yaml decides the run (trainer, loggers, tests).
+    run_cfg = OmegaConf.merge(cfg, {"model": stored.model, "data": stored.data})
+    if cfg.get("data_overrides"):
+        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data_overrides)
+    _seed(run_cfg)
+    dm = build_datamodule(run_cfg)
+    module = build_module(run_cfg, dm)
+    load_weights(module, ckpt, cfg.ckpt_path)
+    trainer = build_trainer(run_cfg)
+    metrics = run_tests(run_cfg, trainer, module, dm, None)
+    if trainer.is_global_zero:
+        _write_metrics(
+            run_cfg,
+            metrics,
+            {
+                "task": "evaluate",
+                "ckpt_path": str(cfg.ckpt_path),
+                "model": run_cfg.model.get("name"),
+                "data": run_cfg.data.name,
+            },
+        )
+    _finish_wandb()
+    return metrics
+
+
+def run(cfg: DictConfig, task) -> float | None:
+    """Entry-point wrapper: clear one-line errors instead of deep stack traces."""
+    from glassbox.errors import GlassboxError
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        metrics = task(cfg)
+    except GlassboxError as err:
+        log.error("%s: %s", type(err).__name__, err)
+        raise SystemExit(f"error: {err}") from None
+    return optimized_metric(cfg, metrics) if task is train else None

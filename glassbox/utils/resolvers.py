@@ -1,0 +1,21 @@
+"""OmegaConf resolvers used by the configs (registered once, on import of glassbox.pipeline)."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+
+def _num_classes(classes, total: int) -> int:
+    return len(classes) if classes is not None else int(total)
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("gb.num_classes"):
+        # data.num_classes: the selected subset's size, or all classes of the dataset.
+        OmegaConf.register_new_resolver("gb.num_classes", _num_classes)
+    if not OmegaConf.has_resolver("gb.len"):
+        OmegaConf.register_new_resolver("gb.len", lambda x: len(x))
+    if not OmegaConf.has_resolver("gb.wandb_group"):
+        from glassbox.loggers import wandb_group
+
+        OmegaConf.register_new_resolver("gb.wandb_group", lambda: wandb_group())
