@@ -35,7 +35,11 @@ def resolve_mode(mode: str = "auto") -> str:
     """``auto`` → ``online`` only when credentials exist (or WANDB_MODE=online) and the server
     answers within 2 s; otherwise ``offline``. ``WANDB_MODE`` in the environment wins."""
     if mode not in MODES:
-        raise ValueError(f"logger.wandb.mode must be one of {', '.join(MODES)}, got {mode!r}")
+        from glassbox.errors import ConfigError
+
+        raise ConfigError(
+            f"logger.wandb.mode={mode!r} is not a W&B mode; set it to one of {', '.join(MODES)}"
+        )
     env = os.environ.get("WANDB_MODE")
     if env in ("disabled", "offline", "dryrun"):
         return "disabled" if env == "disabled" else "offline"

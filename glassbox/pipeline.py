@@ -11,10 +11,17 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from glassbox.checkpoints import load_checkpoint, load_weights, net_name
+from glassbox.checkpoints import (
+    check_resumable,
+    load_checkpoint,
+    load_weights,
+    net_name,
+    resolve_resume_path,
+)
 from glassbox.errors import ConfigError, NonFiniteLossError
+from glassbox.resume import RNGStateCallback
 from glassbox.utils import resolvers
 from glassbox.utils.io import atomic_write_json
 
@@ -56,6 +63,8 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
             log.info("no logger configured: skipping the %s callback", name)
             continue
         callbacks.append(hydra.utils.instantiate(conf))
+    # Random streams go into every checkpoint so a resumed run continues them exactly.
+    callbacks.append(RNGStateCallback())
     return callbacks
 
 
@@ -142,10 +151,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _seed(cfg)
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
+    # "last" → the newest checkpoint of this run dir; any checkpoint must fit the configured model
+    # (checked before the loggers write anything into the run dir).
+    ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    if ckpt_path:
+        check_resumable(module, ckpt_path)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)
-    ckpt_path = cfg.get("ckpt_path")
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except NonFiniteLossError:
@@ -178,7 +191,8 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
         return None
     if name not in metrics:
         raise ConfigError(
-            f"optimized_metric={name!r} was not logged; logged metrics: {', '.join(sorted(metrics))}"
+            f"optimized_metric={name!r} was not logged; set optimized_metric to one of the logged metrics: "
+            f"{', '.join(sorted(metrics))}"
         )
     value = float(metrics[name])
     return value if math.isfinite(value) else None
@@ -195,9 +209,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "drop the model override (evaluate.py rebuilds the model from the checkpoint) or pass a matching checkpoint"
         )
     # The checkpoint decides model and data; evaluate.yaml decides the run (trainer, loggers, tests).
-    run_cfg = OmegaConf.merge(cfg, {"model": stored.model, "data": stored.data})
-    if cfg.get("data_overrides"):
-        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data_overrides)
+    run_cfg = cfg.copy()
+    with open_dict(run_cfg):
+        run_cfg.model = stored.model
+        run_cfg.data = OmegaConf.merge(stored.data, cfg.get("data_overrides") or {})
     _seed(run_cfg)
     dm = build_datamodule(run_cfg)
     module = build_module(run_cfg, dm)
@@ -221,12 +236,49 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def run(cfg: DictConfig, task) -> float | None:
     """Entry-point wrapper: clear one-line errors instead of deep stack traces."""
-    from glassbox.errors import GlassboxError
-
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     try:
         metrics = task(cfg)
-    except GlassboxError as err:
-        log.error("%s: %s", type(err).__name__, err)
-        raise SystemExit(f"error: {err}") from None
-    return optimized_metric(cfg, metrics) if task is train else None
+        return optimized_metric(cfg, metrics) if task is train else None
+    except Exception as err:
+        user = user_error(err)
+        if user is None:
+            raise
+        log.error("%s: %s", type(user).__name__, user)
+        raise SystemExit(f"error: {user}") from None
+
+
+def user_error(err: BaseException):
+    """The user-facing :class:`GlassboxError` behind ``err`` — Hydra wraps errors raised while it
+    instantiates a config node — or a ConfigError for an option the node's target does not take;
+    ``None`` for anything else (a bug: keep its traceback)."""
+    import re
+
+    from hydra.errors import InstantiationException
+
+    from glassbox.errors import GlassboxError
+
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, GlassboxError):
+            return cause
+        cause = cause.__cause__
+    if not isinstance(err, InstantiationException) or not isinstance(err.__cause__, TypeError):
+        return None
+    option = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__))
+    target = re.search(r"target '([\w.]+)'", str(err))
+    node = re.search(r"full_key: (\S+)", str(err))
+    if not (option and target):
+        return None
+    key = f"{node.group(1)}.{option.group(1)}" if node else option.group(1)
+    try:
+        import inspect
+
+        params = inspect.signature(hydra.utils.get_object(target.group(1))).parameters
+        known = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    except (ImportError, ValueError, TypeError, AttributeError):
+        known = []
+    return ConfigError(
+        f"{key} is not an option of {target.group(1).rsplit('.', 1)[-1]}: remove that override or fix its "
+        f"spelling" + (f" (options: {', '.join(known)})" if known else "")
+    )

@@ -106,6 +106,10 @@ class GlassBoxDataModule(pl.LightningDataModule):
             raise ConfigError(
                 "data.val_fraction and data.test_fraction must be in (0, 1) and sum to < 1"
             )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(
+                f"data.batch_size={batch_size!r} is not a positive integer; set e.g. data.batch_size=64"
+            )
         self.name, self.root, self.download = name, root, download
         self.image_size, self.padding, self.channels = image_size, padding, channels
         self.mean, self.std = list(mean), list(std)

@@ -44,7 +44,10 @@ def conv_block(in_type, out_type, kernel_size: int, pool: bool) -> enn.Sequentia
     """R2Conv → InnerBatchNorm → ReLU (→ 2×2 max pool). Stride 1 and 'same' padding keep the
     block exactly equivariant to 90° rotations on even-sized maps."""
     if kernel_size % 2 == 0:
-        raise ConfigError(f"kernel sizes must be odd for 'same' padding, got {kernel_size}")
+        raise ConfigError(
+            f"model.net.kernel_sizes has the even size {kernel_size}; use odd sizes (e.g. 3, 5, 7) so that "
+            "'same' padding keeps the block exactly rotation-equivariant"
+        )
     conv = enn.R2Conv(
         in_type, out_type, kernel_size, padding=kernel_size // 2, bias=False, initialize=False
     )
