@@ -92,7 +92,6 @@ def test_export_parity(gspace):
     x = torch.randn(5, 1, 32, 32)
     with torch.no_grad():
         assert _rel(exported(x), net(x)) < 1e-5
-    assert not net.training or True  # exporting leaves the original usable
     assert net.layers(x).logits.shape == (5, 10)
 
 
