@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,15 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
             "no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt (or one of its epoch_*.ckpt)"
         )
     path = Path(str(path)).expanduser()
+    if path.is_dir():
+        inside = sorted(
+            str(p.relative_to(path))
+            for p in [*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")]
+        )
+        raise CheckpointError(
+            f"ckpt_path={path} is a directory, not a checkpoint file; pass one of its checkpoints"
+            + (f": {', '.join(inside)}" if inside else " (it holds none: is it a run directory?)")
+        )
     if not path.is_file():
         there = sorted(p.name for p in path.parent.glob("*.ckpt")) if path.parent.is_dir() else []
         hint = f"; checkpoints there: {', '.join(there)}" if there else ""
@@ -43,10 +52,12 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {path} carries pickled objects that are not plain tensors/containers and was refused "
-            f"for safety ({str(err).splitlines()[0]}). Only load checkpoints written by glassbox; if you trust this "
+            f"for safety ({_unsafe_global(err)}). Only load checkpoints written by glassbox; if you trust this "
             "file, re-save its state_dict with plain types."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except (
+        Exception
+    ) as err:  # a torn or foreign file fails in many ways (EOFError, IndexError, ...)
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {str(err).splitlines()[0]}). "
             "Use another checkpoint of the run (e.g. last.ckpt or an epoch checkpoint) or retrain"
@@ -62,6 +73,18 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
             "pass a checkpoint from a glassbox train.py run"
         )
     return ckpt
+
+
+def _unsafe_global(err: Exception) -> str:
+    """The object torch's weights-only unpickler refused, e.g. ``GLOBAL builtins.exec``."""
+    text = str(err)
+    found = re.search(
+        r"Unsupported global: (GLOBAL [\w.]+)|Unsupported operand \d+|Unsupported class [\w.]+",
+        text,
+    )
+    if found:
+        return found.group(0)
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()[0]
 
 
 def net_name(ckpt: dict[str, Any]) -> str:
@@ -202,7 +225,9 @@ def check_resumable(module: torch.nn.Module, path: str | Path) -> None:
     have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
     missing, unexpected = sorted(have.keys() - got.keys()), sorted(got.keys() - have.keys())
-    shapes = [f"{k}: {got[k]} vs {have[k]}" for k in sorted(have.keys() & got.keys()) if got[k] != have[k]]
+    shapes = [
+        f"{k}: {got[k]} vs {have[k]}" for k in sorted(have.keys() & got.keys()) if got[k] != have[k]
+    ]
     if not (missing or unexpected or shapes):
         return
     name = net_name(ckpt)

@@ -6,6 +6,7 @@ import logging
 import netrc
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,22 @@ def _has_credentials() -> bool:
 
 
 def _reachable(host: str, timeout: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Whether ``host:443`` accepts a connection within ``timeout`` seconds, name lookup included:
+    ``getaddrinfo`` ignores socket timeouts (a dead DNS server stalls it for many seconds), so the
+    probe runs in a daemon thread that is abandoned when the time is up."""
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="wandb-reachability", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
 
 
 def resolve_mode(mode: str = "auto") -> str:

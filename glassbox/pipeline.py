@@ -21,6 +21,7 @@ from glassbox.checkpoints import (
     resolve_resume_path,
 )
 from glassbox.errors import ConfigError, NonFiniteLossError
+from glassbox.launchers import ddp_job
 from glassbox.resume import RNGStateCallback
 from glassbox.utils import resolvers
 from glassbox.utils.io import atomic_write_json
@@ -238,7 +239,9 @@ def run(cfg: DictConfig, task) -> float | None:
     """Entry-point wrapper: clear one-line errors instead of deep stack traces."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     try:
-        metrics = task(cfg)
+        # one process group and one run directory per job, also in a multirun (see launchers.py)
+        with ddp_job():
+            metrics = task(cfg)
         return optimized_metric(cfg, metrics) if task is train else None
     except Exception as err:
         user = user_error(err)

@@ -50,7 +50,13 @@ def collect_rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "numpy": (
+            str(kind),
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ),
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -77,8 +83,8 @@ class RNGStateCallback(Callback):
     rotations) differently from the run it continues. The streams captured at save time (the end of
     an epoch, for ``last.ckpt``) must be back in place when the resumed run creates its train
     dataloader iterator, which Lightning does right after the sanity validation (whose own
-    iterator draws from the streams). So they are set when the checkpoint is restored and set again
-    when the sanity check ends. With several processes (DDP) each rank has its own streams and only
+    iterator draws from the streams). So they are set when fit starts (after the restore) and set
+    again when the sanity check ends. With several processes (DDP) each rank has its own streams and only
     rank 0's are saved, so nothing is restored there.
     """
 
@@ -90,15 +96,16 @@ class RNGStateCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = dict(state_dict)
-        set_rng_state(self._pending)
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._pending is not None and trainer.world_size > 1:
-            self._pending = None
-
-    def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _apply(self, trainer: Trainer) -> None:
         if self._pending is not None and trainer.world_size == 1:
             set_rng_state(self._pending)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._apply(trainer)  # restored before on_fit_start; enough when there is no sanity check
+
+    def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._apply(trainer)  # the sanity check's dataloader drew from the streams: set them again
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._pending = None
@@ -184,7 +191,10 @@ def slurm_environment(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1"
             "(with #SBATCH --signal=USR1@90), SIGUSR2 or SIGTERM"
         )
     if not SLURMEnvironment.detect():
-        log.info("trainer=slurm outside a SLURM job: no requeue-on-%s (running as a plain local job)", name)
+        log.info(
+            "trainer=slurm outside a SLURM job: no requeue-on-%s (running as a plain local job)",
+            name,
+        )
         return LightningEnvironment()
     return SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=getattr(signal, name))
 
@@ -210,8 +220,17 @@ def resume_command(run_dir: str | Path, extra: list[str] | tuple[str, ...] = ())
     kept = [o for o in overrides if not o.startswith(_REPLACED)]
     script = ROOT / "train.py"
     if not script.is_file():
-        raise ConfigError(f"train.py not found at {script}; run from a source checkout (pip install -e .)")
-    return [sys.executable, str(script), *kept, *extra, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+        raise ConfigError(
+            f"train.py not found at {script}; run from a source checkout (pip install -e .)"
+        )
+    return [
+        sys.executable,
+        str(script),
+        *kept,
+        *extra,
+        f"hydra.run.dir={run_dir}",
+        "ckpt_path=last",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
