@@ -1,0 +1,311 @@
+"""Separability report: per-layer class separability, analytical classifiers, PCA and pose.
+
+A thin adapter around :mod:`glassbox.analysis`: it reads the train and evaluation splits of
+the datamodule, measures every layer of ``pl_module.net`` (and the raw pixels), writes
+tables and plots into ``<output_dir>/separability/<tag>/`` and logs them to W&B.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+
+from glassbox.analysis.classifiers import CLASSIFIERS, make_classifier, probe_table
+from glassbox.analysis.layers import (
+    INPUT,
+    collect_dataset_features,
+    dataset_inputs,
+    is_glassbox,
+    iter_batches,
+    layer_dims,
+    layer_groups,
+    resolve_layers,
+)
+from glassbox.analysis.pca import pca_report
+from glassbox.analysis.pose import CLASS_SOURCES, pose_accuracy, rotation_order_of
+from glassbox.analysis.report import (
+    PROBES_FILE,
+    SEPARABILITY_FILE,
+    plot_explained_variance,
+    plot_probes,
+    plot_separability,
+    write_table,
+)
+from glassbox.analysis.separability import layerwise_separability, separability_table
+from glassbox.callbacks.base import AnalysisCallback, log_image, log_table
+from glassbox.metrics.separability import MEASURES
+
+log = logging.getLogger(__name__)
+
+
+class SeparabilityCallback(AnalysisCallback):
+    """Per-layer class separability of the net (and raw pixels) with analytical classifiers.
+
+    Args (besides :class:`AnalysisCallback`'s; ``split`` is the evaluation split):
+        layers: layers to report (``None``: every glass-box block + invariant/reduced/logits,
+            or every conv/linear layer of a plain CNN); names or ``{name: module path}``.
+        include_input: report the raw pixels too.
+        max_train_samples: training images used to fit the classifiers, the PCA report and
+            the pose templates (a seeded subset; ``None``: all).
+        max_eval_samples: images of ``split`` to measure on (``None``: all).
+        classifiers: any of ``logreg``, ``svm``, ``lda``; empty to skip them (the
+            separability then streams and stores no features).
+        probe_max_features: wider layers are PCA-projected (fitted on train) to this many axes
+            before the classifiers.
+        pca_threshold: variance fraction whose dimension the PCA report picks.
+        pose: estimate the orientation of 90°-rotated test images (glass-box nets whose
+            rotation order is a multiple of 4, on upright data).
+        pose_class_source: which class picks the pose template: ``predicted``, ``true``, ``none``.
+        batch_size: forward batch size.
+        memory_budget_mb: cap on stored features at once; wider layer sets run in groups.
+        model_name: name in the tables (default: the module's ``name``, else the net's class).
+    """
+
+    name = "separability"
+
+    def __init__(
+        self,
+        output_dir: str | Path = ".",
+        every_n_epochs: int = 0,
+        at_fit_end: bool = False,
+        at_test_end: bool = True,
+        num_images: int = 64,
+        split: str = "test",
+        seed: int = 0,
+        layers: Sequence[str] | Mapping[str, str] | None = None,
+        include_input: bool = True,
+        max_train_samples: int | None = 2000,
+        max_eval_samples: int | None = 1000,
+        classifiers: Sequence[str] = CLASSIFIERS,
+        probe_max_features: int | None = 512,
+        pca_threshold: float | None = 0.95,
+        pose: bool = True,
+        pose_class_source: str = "predicted",
+        batch_size: int = 256,
+        memory_budget_mb: float = 512.0,
+        model_name: str | None = None,
+    ) -> None:
+        super().__init__(
+            output_dir, every_n_epochs, at_fit_end, at_test_end, num_images, split, seed
+        )
+        for clf in classifiers:
+            make_classifier(clf)  # unknown names fail at instantiation, not after training
+        if pose_class_source not in CLASS_SOURCES:
+            raise ValueError(
+                f"pose_class_source must be one of {', '.join(CLASS_SOURCES)}, got {pose_class_source!r}"
+            )
+        if pca_threshold is not None and not 0 < pca_threshold <= 1:
+            raise ValueError(
+                f"pca_threshold must be a fraction in (0, 1] or null, got {pca_threshold}"
+            )
+        for arg, value in (
+            ("max_train_samples", max_train_samples),
+            ("max_eval_samples", max_eval_samples),
+        ):
+            if value is not None and value < 2:
+                raise ValueError(f"{arg} must be >= 2 or null (all samples), got {value}")
+        self.layers = (
+            dict(layers)
+            if isinstance(layers, Mapping)
+            else (list(layers) if layers is not None else None)
+        )
+        self.include_input = include_input
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        self.classifiers = list(classifiers)
+        self.probe_max_features = probe_max_features
+        self.pca_threshold = pca_threshold
+        self.pose, self.pose_class_source = pose, pose_class_source
+        self.batch_size, self.memory_budget_mb = batch_size, memory_budget_mb
+        self.model_name = model_name
+
+    # ------------------------------------------------------------------ data access
+    @staticmethod
+    def _split_data(datamodule, split: str):
+        """(X, Y) tensors of a split if the datamodule offers them, else its dataset."""
+        if callable(getattr(datamodule, "tensors", None)):
+            return datamodule.tensors(split)
+        ds = getattr(datamodule, f"{split}_dataset", None)
+        if ds is None:
+            datamodule.setup("fit" if split in ("train", "val") else "test")
+            ds = getattr(datamodule, f"{split}_dataset", None)
+        if ds is None:
+            raise ValueError(f"the datamodule has no {split}_dataset for the separability report")
+        return ds
+
+    @staticmethod
+    def _upright(datamodule) -> bool:
+        rotation = getattr(datamodule, "rotation", None) or {}
+        return rotation.get("split", "none") == "none"
+
+    # ------------------------------------------------------------------ analysis
+    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
+        prefix = getattr(pl_module, "test_prefix", "test")
+        if tag == "test" and prefix != "test":
+            log.info(
+                "separability: skipping the extra test pass %r (reported on the plain test split)",
+                prefix,
+            )
+            return {}
+        net = pl_module.net
+        dm = trainer.datamodule
+        model = self.model_name or getattr(pl_module, "name", "") or type(net).__name__
+        num_classes = getattr(dm, "num_classes", None) or getattr(net, "num_classes", None)
+        train = self._split_data(dm, "train")
+        evaluation = self._split_data(dm, self.split)
+        out = self.out_dir(tag)
+        resolve_layers(net, self.layers)  # fail early, with the list of valid names
+        common = {"batch_size": self.batch_size, "seed": self.seed}
+
+        start = time.perf_counter()
+        if self.classifiers:
+            sep_rows, probe_rows = self._with_probes(
+                net, train, evaluation, model, num_classes, common
+            )
+        else:
+            sep_rows = layerwise_separability(
+                net, evaluation, self.layers, num_classes=num_classes, include_input=self.include_input,
+                max_samples=self.max_eval_samples, model_name=model, **common,
+            )  # fmt: skip
+            probe_rows = []
+        log.info(
+            "separability: %d layers measured in %.1f s", len(sep_rows), time.perf_counter() - start
+        )
+        scalars: dict[str, float] = {}
+        for r in sep_rows:
+            scalars.update({f"separability/{r['layer']}/{m}": r[m] for m in MEASURES})
+        for r in probe_rows:
+            scalars[f"separability/{r['layer']}/{r['classifier']}_acc"] = r["test_acc"]
+
+        write_table(sep_rows, out, SEPARABILITY_FILE)
+        images = [plot_separability(sep_rows, out / f"{SEPARABILITY_FILE}.png")]
+        log_table(
+            trainer,
+            f"separability/{tag}/table",
+            list(sep_rows[0]),
+            [list(r.values()) for r in sep_rows],
+        )
+        if probe_rows:
+            write_table(probe_rows, out, PROBES_FILE)
+            images.append(plot_probes(probe_rows, out / f"{PROBES_FILE}.png"))
+            log_table(
+                trainer,
+                f"separability/{tag}/probes",
+                list(probe_rows[0]),
+                [list(r.values()) for r in probe_rows],
+            )
+
+        if is_glassbox(net):
+            start = time.perf_counter()
+            images += self._pca(net, train, out, scalars, common)
+            if self.pose:
+                self._pose(net, dm, train, evaluation, out, scalars)
+            log.info(
+                "separability: PCA report and pose readout in %.1f s", time.perf_counter() - start
+            )
+        log_image(trainer, f"separability/{tag}/plots", images, [p.stem for p in images])
+        return scalars
+
+    def _with_probes(self, net, train, evaluation, model, num_classes, common):
+        """Separability and classifiers from stored features, one group of layers at a time
+        (each group's features fit in ``memory_budget_mb``)."""
+        resolved = resolve_layers(net, self.layers)
+        example, _ = next(iter_batches(evaluation, batch_size=2))
+        dims = layer_dims(net, example, resolved, include_input=False)
+        n = (self.max_train_samples or _length(train)) + (
+            self.max_eval_samples or _length(evaluation)
+        )
+        probe = {"model": model, "max_features": self.probe_max_features, "seed": self.seed}
+        sep_rows, probe_rows = [], []
+        if self.include_input:
+            xtr, ytr = dataset_inputs(train, max_samples=self.max_train_samples, **common)
+            xev, yev = dataset_inputs(evaluation, max_samples=self.max_eval_samples, **common)
+            sep_rows += separability_table({INPUT: xev}, yev, num_classes, model=model)
+            probe_rows += probe_table(
+                {INPUT: xtr}, ytr, {INPUT: xev}, yev, self.classifiers, **probe
+            )
+        for group in layer_groups(dims, n, self.memory_budget_mb):
+            spec = {name: resolved[name] for name in group}
+            kw = {"include_input": False, **common}
+            ftr, ytr = collect_dataset_features(
+                net, train, spec, max_samples=self.max_train_samples, **kw
+            )
+            fev, yev = collect_dataset_features(
+                net, evaluation, spec, max_samples=self.max_eval_samples, **kw
+            )
+            sep_rows += separability_table(fev, yev, num_classes, model=model)
+            probe_rows += probe_table(ftr, ytr, fev, yev, self.classifiers, **probe)
+        return sep_rows, probe_rows
+
+    def _pca(self, net, train, out: Path, scalars: dict, common) -> list[Path]:
+        linear = getattr(getattr(net, "reduction", None), "linear", None)
+        feats, _ = collect_dataset_features(
+            net,
+            train,
+            ["invariant"],
+            include_input=False,
+            max_samples=self.max_train_samples,
+            **common,
+        )
+        report = pca_report(
+            feats["invariant"], self.pca_threshold, getattr(linear, "weight", None)
+        ).to_dict()
+        (out / "pca.json").write_text(json.dumps(report, indent=2))
+        for key in ("variance_kept", "variance_kept_optimal", "threshold_dim", "reduced_dim"):
+            if report.get(key) is not None:
+                scalars[f"separability/pca/{key}"] = float(report[key])
+        return [plot_explained_variance(report, out / "pca_explained_variance.png")]
+
+    def _pose(self, net, dm, train, evaluation, out: Path, scalars: dict) -> None:
+        try:
+            n = rotation_order_of(net)
+        except ValueError:
+            return
+        if (
+            n % 4
+            or not self._upright(dm)
+            or not isinstance(train, tuple)
+            or not isinstance(evaluation, tuple)
+        ):
+            log.info(
+                "separability: pose readout skipped (needs rotation order %% 4 == 0 and upright tensor data)"
+            )
+            return
+        (xtr, ytr), (xev, yev) = (
+            _subset(train, self.max_train_samples, self.seed),
+            _subset(evaluation, self.max_eval_samples, self.seed),
+        )
+        result = pose_accuracy(
+            net,
+            xtr,
+            ytr,
+            xev,
+            yev,
+            class_source=self.pose_class_source,
+            rotation_order=n,
+            batch_size=self.batch_size,
+        )
+        (out / "pose.json").write_text(json.dumps(result, indent=2))
+        scalars.update({f"separability/pose/{k}": v for k, v in result.items()})
+
+
+def _length(data) -> int:
+    return int(data[0].shape[0]) if isinstance(data, tuple) else len(data)
+
+
+def _subset(data: tuple, max_samples: int | None, seed: int):
+    import torch
+
+    x, y = data
+    if max_samples is None or max_samples >= x.shape[0]:
+        return x, y
+    idx = (
+        torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_samples]
+        .sort()
+        .values
+    )
+    return x[idx], y[idx]
