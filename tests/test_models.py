@@ -177,3 +177,17 @@ def test_channel_mismatch_at_forward():
         net(torch.randn(1, 1, 32, 32))
     with pytest.raises(ConfigError, match="in_channels"):
         AlexNet(in_channels=3, width_mult=0.25, hidden=16)(torch.randn(1, 1, 32, 32))
+
+
+def test_pca_variance_threshold_keeps_fewest_components():
+    torch.manual_seed(4)
+    x = torch.randn(400, 6) * torch.tensor([10.0, 5.0, 1.0, 0.5, 0.1, 0.1])
+    red = Reduction(6, 5, "pca", variance_threshold=0.95)
+    ratios = red.fit(x)
+    # 100+25 of ~126.5 total variance in the first two axes (≈0.988 ≥ 0.95); one axis is not enough
+    assert red.kept_dim == 2 and red.variance_kept == pytest.approx(float(ratios[:2].sum()))
+    assert red.variance_kept >= 0.95 > float(ratios[:1].sum())
+    z = red(x)
+    assert z.shape == (400, 5) and z[:, 2:].abs().max() == 0 and z[:, :2].abs().max() > 1
+    with pytest.raises(ConfigError, match="variance_threshold"):
+        Reduction(6, 3, "linear", variance_threshold=0.9)

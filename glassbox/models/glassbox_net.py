@@ -74,6 +74,7 @@ class GlassBoxNet(nn.Module):
         reduction: str = "pca",
         reduced_dim: int = 16,
         reduction_trainable: bool = False,
+        variance_threshold: float | None = None,
         classifier_hidden: Sequence[int] = (32,),
     ) -> None:
         super().__init__()
@@ -105,7 +106,9 @@ class GlassBoxNet(nn.Module):
         self.group_pool = enn.GroupPooling(ftype)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.reduction = Reduction(widths[-1], reduced_dim, reduction, reduction_trainable)
+        self.reduction = Reduction(
+            widths[-1], reduced_dim, reduction, reduction_trainable, variance_threshold
+        )
         self.classifier = mlp(reduced_dim, classifier_hidden, num_classes)
         install_mode_independent_state(self)
         self.train()  # drop the zero 'filter' buffers e2cnn registers at construction

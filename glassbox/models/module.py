@@ -87,6 +87,7 @@ class ClassificationModule(pl.LightningModule):
         reduction = getattr(self.net, "reduction", None)
         if getattr(reduction, "needs_fit", False):
             counts["pca/variance_kept"] = self._fit_pca(reduction)
+            counts["pca/kept_dim"] = reduction.kept_dim
         for logger in self.loggers:
             logger.log_metrics({k: float(v) for k, v in counts.items()}, step=0)
         log.info("parameters: %s", counts)
@@ -104,11 +105,12 @@ class ClassificationModule(pl.LightningModule):
         self.net.eval()
         feats = torch.cat([self.net.layers(b.to(self.device)).invariant for b in images.split(256)])
         self.net.train(was_training)
-        ratios = reduction.fit(feats)
-        kept = float(ratios[: reduction.linear.out_features].sum())
+        reduction.fit(feats)
+        kept = reduction.variance_kept
         log.info(
-            "PCA reduction fitted on %d training representations: %.1f%% variance kept",
+            "PCA reduction fitted on %d training representations: %d components keep %.1f%% of the variance",
             len(feats),
+            reduction.kept_dim,
             100 * kept,
         )
         return kept

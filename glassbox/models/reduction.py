@@ -19,10 +19,19 @@ class Reduction(nn.Module):
             representations (projection onto them, centred), then frozen (``trainable=False``)
             or fine-tuned (``trainable=True``). ``fitted`` is a buffer, so a resumed or loaded
             model is not re-fitted.
+
+    ``variance_threshold`` (pca only): keep the fewest leading components that explain at least
+    this fraction of the variance (at most ``out_dim``); the remaining outputs are masked to zero,
+    so the classifier's input size stays ``out_dim``. ``kept_dim`` and ``variance_kept`` record it.
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int, mode: str = "pca", trainable: bool = False
+        self,
+        in_dim: int,
+        out_dim: int,
+        mode: str = "pca",
+        trainable: bool = False,
+        variance_threshold: float | None = None,
     ) -> None:
         super().__init__()
         if mode not in REDUCTIONS:
@@ -32,10 +41,17 @@ class Reduction(nn.Module):
                 f"reduced_dim={out_dim} must be between 1 and the representation size {in_dim}; "
                 "lower model.net.reduced_dim or widen the last representation block"
             )
-        self.mode, self.trainable = mode, trainable
+        if variance_threshold is not None and (
+            mode != "pca" or not 0.0 < variance_threshold <= 1.0
+        ):
+            raise ConfigError(
+                f"variance_threshold={variance_threshold} needs reduction=pca and a fraction in (0, 1], e.g. 0.95"
+            )
+        self.mode, self.trainable, self.variance_threshold = mode, trainable, variance_threshold
         self.linear = nn.Linear(in_dim, out_dim)
         self.register_buffer("fitted", torch.tensor(mode != "pca"))
         self.register_buffer("explained_variance_ratio", torch.zeros(in_dim))
+        self.register_buffer("mask", torch.ones(out_dim))
         if mode == "pca" and not trainable:
             self.linear.requires_grad_(False)
 
@@ -73,11 +89,25 @@ class Reduction(nn.Module):
         ratios = torch.zeros_like(self.explained_variance_ratio)
         ratios[: ratio.numel()] = ratio.to(ratios)
         self.explained_variance_ratio.copy_(ratios)
+        if self.variance_threshold is not None:
+            from glassbox.analysis.pca import choose_dim
+
+            self.mask.zero_()[: min(k, choose_dim(ratios, self.variance_threshold))] = 1.0
         self.fitted.fill_(True)
         return ratios
 
+    @property
+    def kept_dim(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def variance_kept(self) -> float:
+        """Fraction of the fitted representations' variance the kept components explain."""
+        return float(self.explained_variance_ratio[: self.kept_dim].sum())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+        out = self.linear(x)
+        return out if self.variance_threshold is None else out * self.mask
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, trainable={self.trainable}"
