@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from glassbox.models.equivariant import rebuild_eval_caches
+
 log = logging.getLogger(__name__)
 
 
@@ -84,6 +86,8 @@ class AnalysisCallback(Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
+        if self.needs_grad:
+            rebuild_eval_caches(pl_module)
         try:
             with torch.set_grad_enabled(self.needs_grad), torch.inference_mode(False):
                 scalars = self.analyse(trainer, pl_module, tag)

@@ -100,3 +100,17 @@ def install_mode_independent_state(module: torch.nn.Module) -> None:
     module._register_state_dict_hook(drop_on_save)
     module._register_load_state_dict_pre_hook(drop_on_load)
     module.register_load_state_dict_post_hook(rebuild_after_load)
+
+
+def rebuild_eval_caches(module: torch.nn.Module) -> None:
+    """Recompute e2cnn's eval-mode filter caches outside inference mode.
+
+    If ``eval()`` happened inside Lightning's inference-mode validation/test loop, the cached
+    filters are inference tensors that autograd refuses (Grad-CAM, Lie derivatives). They are
+    a pure function of the weights, so recomputing them changes no output.
+    """
+    with torch.no_grad(), torch.inference_mode(False):
+        for _, conv in _r2convs(module):
+            if not conv.training:
+                conv.train(True)
+                conv.train(False)

@@ -25,6 +25,8 @@ class Reduction(nn.Module):
     so the classifier's input size stays ``out_dim``. ``kept_dim`` and ``variance_kept`` record it.
     """
 
+    piecewise_linear = True  # an affine map (times a 0/1 mask): exact for decision boundaries
+
     def __init__(
         self,
         in_dim: int,

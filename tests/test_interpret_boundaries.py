@@ -1,0 +1,150 @@
+"""Exactness of the closed-form decision boundaries and of the sampled candidates."""
+
+import pytest
+import torch
+from torch import nn
+
+from glassbox.interpret import bisect_class_change, decision_boundaries, sample_candidates
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _randomise_bn(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+
+
+HEADS = {
+    "linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(6 * 4 * 4, 5)),
+    "mlp2_bn": lambda: nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(96, 32),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(32, 5),
+    ),
+    "pool_mlp3": lambda: nn.Sequential(
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(24, 32),
+        nn.ReLU(),
+        nn.Linear(32, 16),
+        nn.LeakyReLU(0.1),
+        nn.Linear(16, 5),
+    ),
+    "conv_bn_pool_mlp4": lambda: nn.Sequential(
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 24),
+        nn.ReLU(),
+        nn.Linear(24, 24),
+        nn.ReLU(),
+        nn.Linear(24, 16),
+        nn.ReLU(),
+        nn.Linear(16, 5),
+    ),
+    "avgpool": lambda: nn.Sequential(
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 5)
+    ),
+}
+
+
+def autograd_boundaries(head, alpha, p, q):
+    """Oracle: the full Jacobian of each image separately."""
+    ws, bs = [], []
+    for a, pi, qi in zip(alpha, p, q):
+        jac = torch.autograd.functional.jacobian(
+            lambda z: head(z[None].clone())[0], a
+        )  # (classes, *shape)
+        w = (jac[pi] - jac[qi]).reshape(-1)
+        with torch.no_grad():
+            out = head(a[None].clone())[0]
+        ws.append(w)
+        bs.append(out[pi] - out[qi] - w @ a.reshape(-1))
+    return torch.stack(ws), torch.stack(bs)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_closed_form_equals_autograd(name):
+    torch.manual_seed(1)
+    head = HEADS[name]()
+    _randomise_bn(head)
+    head.eval()
+    alpha = torch.randn(40, 6, 4, 4)
+    lb = decision_boundaries(head, alpha, batch_size=16)
+    with torch.no_grad():
+        top = head(alpha).topk(2, 1).indices
+    assert torch.equal(lb.pos_class, top[:, 0]) and torch.equal(lb.neg_class, top[:, 1])
+    w_ref, b_ref = autograd_boundaries(head, alpha, lb.pos_class, lb.neg_class)
+    rel_w = float((lb.weight - w_ref).norm() / w_ref.norm())
+    rel_b = float((lb.bias - b_ref).norm() / b_ref.norm())
+    assert rel_w <= 1e-5, rel_w
+    assert rel_b <= 1e-5, rel_b
+    # The hyperplane reproduces the logit gap at the point itself.
+    with torch.no_grad():
+        logits = head(alpha)
+    gap = (
+        logits.gather(1, lb.pos_class[:, None])[:, 0]
+        - logits.gather(1, lb.neg_class[:, None])[:, 0]
+    )
+    torch.testing.assert_close(lb.decision_values(alpha).diagonal(), gap, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_class_pairs_and_inplace_relu_leave_inputs_untouched():
+    torch.manual_seed(2)
+    head = nn.Sequential(nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(96, 4)).eval()
+    alpha = torch.randn(10, 6, 4, 4)
+    before = alpha.clone()
+    p = torch.zeros(10, dtype=torch.long)
+    q = torch.full((10,), 3)
+    lb = decision_boundaries(head, alpha, pos_class=p, neg_class=q)
+    assert torch.equal(alpha, before)
+    w_ref, b_ref = autograd_boundaries(head, alpha, p, q)
+    torch.testing.assert_close(lb.weight, w_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lb.bias, b_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bisection_finds_the_class_change_and_the_candidate_passes_through_it():
+    torch.manual_seed(3)
+    head = HEADS["pool_mlp3"]().eval()
+    feats = torch.randn(64, 6, 4, 4)
+    with torch.no_grad():
+        pred = head(feats).argmax(1)
+    seed = 0
+    others = feats[pred != pred[seed]][:20]
+    inside, other, gap2 = bisect_class_change(
+        head, feats[seed].expand_as(others), others, pred[seed].reshape(1)
+    )
+    with torch.no_grad():
+        logits = head(inside)
+    assert (logits.argmax(1) == pred[seed]).all()
+    assert (other != pred[seed]).all()
+    assert float(gap2.max()) < 1e-6 * float(logits.abs().max()) ** 2
+    cands = sample_candidates(head, feats[seed], int(pred[seed]), others)
+    assert len(cands) == len(others) >= 10 and (cands.pos_class == pred[seed]).all()
+    # Each candidate hyperplane passes (almost) through its crossing point.
+    vals = cands.decision_values(inside).diagonal()
+    assert float(vals.abs().max()) < 1e-3 * float(logits.abs().max())
+
+
+def test_segments_that_do_not_change_class_are_rejected():
+    head = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+    x = torch.randn(3, 4)
+    cls = head(x).argmax(1)
+    with pytest.raises(ValueError, match="another top-1 class"):
+        bisect_class_change(head, x, x, cls)

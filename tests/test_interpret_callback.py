@@ -1,0 +1,246 @@
+"""RepresentativeInterpretationCallback in a tiny Lightning run: files and numbers."""
+
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import Logger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from glassbox.callbacks.interpretation import RepresentativeInterpretationCallback
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_images(n, generator):
+    """Three classes: a bright 3×3 blob top-left, centre or bottom-right of a 12×12 image."""
+    y = torch.randint(0, 3, (n,), generator=generator)
+    x = 0.3 * torch.randn(n, 1, 12, 12, generator=generator)
+    for c, (r, s) in enumerate([(1, 1), (5, 5), (8, 8)]):
+        x[y == c, :, r : r + 3, s : s + 3] += 2.0
+    return (x - 0.1) / 0.5, y
+
+
+class TinyData(pl.LightningDataModule):
+    num_classes, channels, image_size = 3, 1, 12
+    mean, std = [0.1], [0.5]
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.data = {s: make_images(n, g) for s, n in (("train", 240), ("val", 60))}
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(*self.data["train"]), batch_size=32, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(*self.data["val"]), batch_size=60)
+
+    def analysis_batch(self, split="val", n=64, seed=0):
+        x, y = self.data[split]
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+        return x[idx], y[idx]
+
+
+class TinyModule(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(8 * 6 * 6, 16),
+            nn.ReLU(),
+            nn.Linear(16, 3),
+        )
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        self.log("val/acc", (self.net(x).argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+class RecordingLogger(Logger):
+    """Captures what the callback sends to a W&B-like logger."""
+
+    def __init__(self):
+        super().__init__()
+        self.metrics, self.tables, self.images = {}, {}, {}
+
+    name = "recording"
+    version = 0
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.update(metrics)
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_table(self, key, columns, data):
+        self.tables[key] = (columns, data)
+
+    def log_image(self, key, images, caption=None):
+        self.images[key] = (images, caption)
+
+
+def test_callback_writes_interpretations_and_ad_ai(tmp_path):
+    cb = RepresentativeInterpretationCallback(
+        output_dir=tmp_path,
+        at_fit_end=True,
+        at_test_end=False,
+        num_images=24,
+        num_reference=200,
+        interpretations_per_class=2,
+        num_candidates=30,
+        baselines=["gradcam", "gradcam++", "scorecam"],
+        gallery_size=4,
+        max_galleries=3,
+    )
+    logger = RecordingLogger()
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=logger,
+        callbacks=[cb],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        deterministic=True,
+    )
+    module = TinyModule()
+    trainer.fit(module, datamodule=TinyData())
+    assert trainer.callback_metrics["val/acc"] > 0.9  # the tiny net learned the task
+
+    out = tmp_path / "interpretation" / "fit_end"
+    meta = json.loads((out / "interpretations.json").read_text())
+    assert meta["layer"] == "3" and meta["feature_shape"] == [8, 12, 12]
+    records = meta["interpretations"]
+    assert {r["class"] for r in records} == {0, 1, 2} and len(records) <= 6
+    ref_x, _ = TinyData().analysis_batch("train", 200, 0)
+    with torch.no_grad():
+        pred = module.net(ref_x).argmax(1)
+    for r in records:
+        covered = torch.tensor(r["covered"], dtype=torch.long)
+        assert int(pred[r["seed_index"]]) == r["class"] and r["seed_index"] in r["covered"]
+        assert int((pred[covered] != r["class"]).sum()) == r["covered_other"] <= r["delta"]
+        assert r["coverage"] == pytest.approx(r["covered_same"] / r["class_size"])
+        assert 0 < r["coverage"] <= 1 and 0 < r["precision"] <= 1
+        assert 1 <= r["num_boundaries"] <= 30 and r["heldout"]["images"] == 24
+
+    table = json.loads((out / "evaluation.json").read_text())["methods"]
+    assert set(table) == {"RI", "gradcam", "gradcam++", "scorecam"}
+    assert all(0 <= row["AD"] <= 100 and 0 <= row["AI"] <= 100 for row in table.values())
+
+    saved = torch.load(out / "boundaries.pt")
+    assert len(saved) == len(records) and saved[0]["weight"].shape[1] == 8 * 12 * 12
+    galleries = sorted(out.glob("gallery_class*.png"))
+    assert len(galleries) == 3 and all(p.stat().st_size > 1000 for p in galleries)
+
+    m = logger.metrics
+    assert m["interpretation/num_interpretations"] == len(records)
+    assert m["interpretation/coverage"] == pytest.approx(
+        sum(r["coverage"] for r in records) / len(records)
+    )
+    assert 0 < m["interpretation/class_coverage"] <= 1
+    assert m["interpretation/RI/AD"] == pytest.approx(table["RI"]["AD"])
+    assert m["interpretation/scorecam/AI"] == pytest.approx(table["scorecam"]["AI"])
+    cols, rows = logger.tables["interpretation/fit_end/ad_ai"]
+    assert cols == ["method", "AD", "AI"] and [r[0] for r in rows] == [
+        "RI",
+        "gradcam",
+        "gradcam++",
+        "scorecam",
+    ]
+    assert len(logger.images["interpretation/fit_end/galleries"][0]) == 3
+    # the analysis left the module in training mode with no stray gradients
+    assert module.training
+
+
+def test_bad_config_fails_at_construction():
+    with pytest.raises(ValueError, match="unknown baselines"):
+        RepresentativeInterpretationCallback(baselines=["lime"])
+    with pytest.raises(ValueError, match="reference_split"):
+        RepresentativeInterpretationCallback(reference_split="holdout")
+
+
+def test_callback_on_a_glassbox_net_after_test(tmp_path):
+    """The glass-box net: ψ = `features` (invariant maps), the PCA/linear reduction accepted
+    as affine, and e2cnn's filters cached inside Lightning's inference-mode test loop."""
+    from glassbox.models.glassbox_net import GlassBoxNet
+
+    class GlassBoxModule(TinyModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = GlassBoxNet(
+                in_channels=1,
+                image_size=12,
+                num_classes=3,
+                group_order=4,
+                widths=(4, 8),
+                kernel_sizes=(3, 3),
+                pool_after=(True, False),
+                reduced_dim=4,
+                classifier_hidden=(8,),
+                reduction="linear",
+            )
+
+        def test_step(self, batch, _):
+            x, y = batch
+            self.log("test/acc", (self.net(x).argmax(1) == y).float().mean())
+
+    class Data(TinyData):
+        def test_dataloader(self):
+            return self.val_dataloader()
+
+    cb = RepresentativeInterpretationCallback(
+        output_dir=tmp_path,
+        at_fit_end=False,
+        at_test_end=True,
+        num_images=12,
+        num_reference=120,
+        interpretations_per_class=1,
+        num_candidates=20,
+        baselines=["gradcam"],
+        max_galleries=1,
+    )
+    trainer = pl.Trainer(
+        max_epochs=8,
+        logger=RecordingLogger(),
+        callbacks=[cb],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
+    module, data = GlassBoxModule(), Data()
+    trainer.fit(module, datamodule=data)
+    trainer.test(module, datamodule=data, verbose=False)
+    out = tmp_path / "interpretation" / "test"
+    meta = json.loads((out / "interpretations.json").read_text())
+    assert meta["layer"] == "features" and meta["feature_shape"] == [8, 6, 6]
+    assert len({r["class"] for r in meta["interpretations"]}) >= 2
+    table = json.loads((out / "evaluation.json").read_text())["methods"]
+    assert set(table) == {"RI", "gradcam"} and 0 <= table["gradcam"]["AD"] <= 100
+    assert len(list(out.glob("gallery_class*.png"))) == 1
