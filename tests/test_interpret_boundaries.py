@@ -21,8 +21,9 @@ def _randomise_bn(module: nn.Module) -> None:
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.running_mean.normal_()
             m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.normal_()
-            m.bias.data.normal_()
+            if m.affine:
+                m.weight.data.normal_()
+                m.bias.data.normal_()
 
 
 HEADS = {
@@ -148,3 +149,93 @@ def test_segments_that_do_not_change_class_are_rejected():
     cls = head(x).argmax(1)
     with pytest.raises(ValueError, match="another top-1 class"):
         bisect_class_change(head, x, x, cls)
+
+
+# Heads that exercise every fast rule of the right-to-left pass and the per-layer autograd
+# fallback: overlapping / padded / ceil-mode max-pools with many ties (ReLU zeros), pooled
+# averages that are not the identity, BatchNorm without affine, in-place activations, layers
+# after the last Linear, and unusual leaves (PReLU, Hardtanh, ReLU6, Unflatten, Conv).
+MORE_HEADS = {
+    "maxpool_overlap_ties": lambda: nn.Sequential(
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Flatten(),
+        nn.Linear(24, 12),
+        nn.ReLU(inplace=True),
+        nn.Linear(12, 5),
+    ),
+    "maxpool_ceil_dilated": lambda: nn.Sequential(
+        nn.MaxPool2d(2, stride=3, dilation=2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Linear(24, 5),
+    ),
+    "avg_pools": lambda: nn.Sequential(
+        nn.AvgPool2d(2, stride=1),
+        nn.AdaptiveAvgPool2d((2, None)),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.BatchNorm1d(24, affine=False),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Linear(24, 5),
+    ),
+    "odd_leaves": lambda: nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(96, 32),
+        nn.PReLU(),
+        nn.Unflatten(1, (2, 4, 4)),
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.Hardtanh(-2.0, 2.0),
+        nn.Flatten(),
+        nn.ReLU6(inplace=True),
+        nn.Linear(48, 5),
+        nn.Identity(),
+        nn.Dropout(0.5),
+    ),
+    "ends_in_activation": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, 5), nn.LeakyReLU(0.3)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_HEADS))
+def test_fast_rules_and_fallback_equal_autograd(name):
+    torch.manual_seed(4)
+    head = MORE_HEADS[name]()
+    _randomise_bn(head)
+    head.eval()
+    # Rounded ReLU inputs: many exact ties inside the max-pool windows.
+    alpha = torch.randn(30, 6, 4, 4).mul(2).round()
+    before = alpha.clone()
+    lb = decision_boundaries(head, alpha, batch_size=7)
+    assert torch.equal(alpha, before)
+    assert lb.weight.shape == (30, 96) and lb.feature_shape == (6, 4, 4)
+    w_ref, b_ref = autograd_boundaries(head, alpha, lb.pos_class, lb.neg_class)
+    rel_w = float((lb.weight - w_ref).norm() / w_ref.norm())
+    rel_b = float((lb.bias - b_ref).norm() / b_ref.norm())
+    assert rel_w <= 1e-5, rel_w
+    assert rel_b <= 1e-5, rel_b
+
+
+def test_alexnet_like_head_matches_per_logit_autograd():
+    # The benchmark's structure (MaxPool → identity AdaptiveAvgPool → Flatten → Dropout/Linear/ReLU
+    # ×2 → Linear), checked against one backward pass per logit, with non-random class pairs.
+    torch.manual_seed(5)
+    head = nn.Sequential(
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(24, 32),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(32, 32),
+        nn.ReLU(inplace=True),
+        nn.Linear(32, 7),
+    ).eval()
+    alpha = torch.relu(torch.randn(25, 6, 4, 4))
+    p = torch.arange(25) % 7
+    q = (p + 3) % 7
+    lb = decision_boundaries(head, alpha, pos_class=p, neg_class=q)
+    w_ref, b_ref = autograd_boundaries(head, alpha, p, q)
+    torch.testing.assert_close(lb.weight, w_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lb.bias, b_ref, rtol=1e-5, atol=1e-5)
