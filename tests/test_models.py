@@ -158,7 +158,7 @@ def test_alexnet_pretrained_offline_error(monkeypatch):
     ("make", "match"),
     [
         (lambda: GlassBoxNet(image_size=30, **SMALL), "image_size=30 cannot be taken"),
-        (lambda: GlassBoxNet(kernel_sizes=(4, 5, 5), **SMALL), "kernel sizes must be odd"),
+        (lambda: GlassBoxNet(kernel_sizes=(4, 5, 5), **SMALL), "even size 4"),
         (lambda: GlassBoxNet(gspace="so2", **SMALL), "unknown gspace 'so2'"),
         (lambda: GlassBoxNet(widths=(3, 4), reduced_dim=2), "one entry per representation block"),
         (lambda: GlassBoxNet(widths=(3, 4, 6), reduced_dim=9), "reduced_dim=9"),

@@ -1,0 +1,135 @@
+"""Cost of the layerwise equivariance report relative to the forward passes it cannot avoid.
+
+For each model, side by side in one process and interleaved round by round (so machine
+load hits all variants alike), it times:
+
+- ``forward``: the 1 + m plain forward passes (the original batch and its m transformed
+  copies, m = |G| − 1 non-identity elements), run one batch at a time, in eval mode, no grad;
+- ``forward (one batch)``: the same images as ONE concatenated forward (what the report runs);
+- ``report``: :func:`measure_layerwise` with every measure except the Lie derivative
+  (transforms, hooks, invariance, known action, spatial, best-fit fits, consistency);
+- ``lie``: :func:`measure_layerwise` with only the Lie derivative (one JVP pass).
+
+It prints medians and the ratios report / forward (target ≤ 1.3) and lie / one forward.
+
+    python benchmarks/bench_equivariance.py [--rounds 7] [--batch 64] [--group C4] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from glassbox.equivariance import FINITE_MEASURES, get_group, measure_layerwise, transform_images
+
+
+def _models(channels: int, size: int) -> dict[str, nn.Module]:
+    """The project's glass-box net and AlexNet as conf/model/{glassbox,alexnet}.yaml build them."""
+    from glassbox.models.alexnet import AlexNet
+    from glassbox.models.glassbox_net import GlassBoxNet
+
+    return {
+        "GlassBoxNet": GlassBoxNet(in_channels=channels, image_size=size),
+        "AlexNet": AlexNet(in_channels=channels, image_size=size, width_mult=0.5, hidden=512),
+    }
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench(model: nn.Module, images: torch.Tensor, group: str, rounds: int) -> dict[str, float]:
+    model.eval()
+    elements = get_group(group).elements
+    copies = [images] + [transform_images(images, e) for e in elements]
+    batched = torch.cat(copies)
+
+    @torch.no_grad()
+    def forward_each():
+        for c in copies:
+            model(c)
+
+    @torch.no_grad()
+    def forward_batched():
+        model(batched)
+
+    @torch.no_grad()
+    def forward_one():
+        model(images)
+
+    def report():
+        measure_layerwise(model, images, group, measures=FINITE_MEASURES)
+
+    def lie():
+        measure_layerwise(model, images, group, measures=["lie_derivative"])
+
+    variants = {
+        "forward": forward_each,
+        "forward (one batch)": forward_batched,
+        "report": report,
+        "single forward": forward_one,
+        "lie": lie,
+    }
+    for fn in variants.values():  # warm-up: allocator, e2cnn eval-mode filters, oneDNN kernels
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(rounds):
+        order = list(variants.items())
+        if r % 2:  # alternate the order so no variant always runs right after another
+            order.reverse()
+        for name, fn in order:
+            times[name].append(_timed(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--group", default="C4")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: on a shared machine, other processes stall multi-threaded "
+        "ops at every barrier, which swamps what is measured; 0 keeps torch's default)",
+    )
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    images = torch.randn(args.batch, args.channels, args.size, args.size, device=args.device)
+    order = get_group(args.group).order
+    print(
+        f"layerwise equivariance report vs plain forward passes: group {args.group} (|G| = {order}: the "
+        f"original + {order - 1} transformed copies), batch {args.batch}, {args.size}×{args.size}, "
+        f"device {args.device}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds"
+    )
+    for name, model in _models(args.channels, args.size).items():
+        model.to(args.device)
+        t = bench(model, images, args.group, args.rounds)
+        ms = {k: 1e3 * v for k, v in t.items()}
+        print(
+            f"{name:12s} forward ×{order}: {ms['forward']:8.1f} ms | one batch: {ms['forward (one batch)']:8.1f} ms | "
+            f"report: {ms['report']:8.1f} ms | ratio report/forward = {t['report'] / t['forward']:.2f} "
+            f"(target <= 1.3; vs one batch {t['report'] / t['forward (one batch)']:.2f})"
+        )
+        print(
+            f"{'':12s} Lie derivative: {ms['lie']:8.1f} ms = {t['lie'] / t['single forward']:.2f} × one forward "
+            f"of the {args.batch} originals ({ms['single forward']:.1f} ms)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Layerwise equivariance report during training and evaluation.
+
+A thin adapter around :func:`glassbox.equivariance.measure_layerwise`: on a fixed held-out
+batch it measures every default layer (or the configured ones) of ``pl_module.net``, logs
+one scalar per (layer, measure) (the mean over the group's elements), a W&B table and the
+error-vs-depth plot, and writes ``equivariance.{csv,json}``, ``equivariance_summary.csv``
+and ``equivariance.png`` into ``<output_dir>/equivariance/<tag>/``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+
+from glassbox.callbacks.base import AnalysisCallback, log_image, log_table
+from glassbox.equivariance import (
+    MEASURES,
+    Workspace,
+    get_group,
+    measure_layerwise,
+    plot_depth,
+    save_records,
+    summary_table,
+)
+from glassbox.equivariance.groups import check_exact_policy
+
+
+class EquivarianceCallback(AnalysisCallback):
+    """Per-layer invariance / known-action / spatial / best-fit errors, prediction consistency
+    and (optionally) the Lie derivative of ``pl_module.net``.
+
+    Args (besides :class:`~glassbox.callbacks.base.AnalysisCallback`'s):
+        group: ``"C4"`` (default: exact on square grids), ``"D4"``, ``"flip"``, ``"C8"``
+            (needs ``exact`` other than ``"error"``), ``"SO2"`` (Lie derivative only).
+        measures: subset of ``invariance, equivariance, spatial, best_fit, consistency,
+            lie_derivative``; ``None``: every finite measure (+ Lie derivative for ``SO2``).
+        layers: module names of the net plus ``"output"``; ``None``: every conv or
+            equivariant block, every pooling layer and the output.
+        exact: ``error`` | ``warn`` | ``interpolate``: elements the grid cannot represent.
+        fit_fraction: share of the batch that fits the best-fit channel maps (the error is
+            reported on the rest).
+        ridge: relative ridge of the best-fit least squares (towards the identity map).
+        min_fit_ratio: leave ``best_fit`` out for layers with fewer fitting rows (images ×
+            positions) per channel than this (it would over-fit).
+        model_name: label in the tables and plots (default: the module's ``name``, else the
+            net's class).
+    """
+
+    name = "equivariance"
+
+    def __init__(
+        self,
+        output_dir: str | Path = ".",
+        every_n_epochs: int = 0,
+        at_fit_end: bool = True,
+        at_test_end: bool = True,
+        num_images: int = 64,
+        split: str = "val",
+        seed: int = 0,
+        group: str = "C4",
+        measures: Sequence[str] | None = None,
+        layers: Sequence[str] | None = None,
+        exact: str = "error",
+        fit_fraction: float = 0.5,
+        ridge: float = 1e-8,
+        min_fit_ratio: float = 4.0,
+        model_name: str | None = None,
+    ) -> None:
+        super().__init__(
+            output_dir, every_n_epochs, at_fit_end, at_test_end, num_images, split, seed
+        )
+        # fail at instantiation, not after an epoch of training
+        self.group = get_group(group)
+        check_exact_policy(exact)
+        if measures is not None:
+            measures = [measures] if isinstance(measures, str) else list(measures)
+            bad = [m for m in measures if m not in MEASURES]
+            if bad:
+                raise ValueError(f"unknown equivariance measure(s) {bad}; choose from {MEASURES}")
+        if not 0.0 < fit_fraction < 1.0:
+            raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
+        if num_images < 2:
+            raise ValueError(
+                f"num_images must be >= 2 (the best-fit measure holds images out), got {num_images}"
+            )
+        self.measures = measures
+        self.layers = None if layers is None else list(layers)
+        self.exact = exact
+        self.fit_fraction = fit_fraction
+        self.ridge = ridge
+        self.min_fit_ratio = min_fit_ratio
+        self.model_name = model_name
+        self._workspace = Workspace()  # scratch buffers kept between runs
+
+    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
+        x, _ = self.analysis_batch(trainer, pl_module)
+        net = getattr(pl_module, "net", pl_module)
+        model = self.model_name or getattr(pl_module, "name", "") or type(net).__name__
+        records = measure_layerwise(
+            net,
+            x,
+            self.group,
+            layers=self.layers,
+            measures=self.measures,
+            exact=self.exact,
+            fit_fraction=self.fit_fraction,
+            ridge=self.ridge,
+            min_fit_ratio=self.min_fit_ratio,
+            model_name=model,
+            workspace=self._workspace,
+        )
+        out = self.out_dir(tag)
+        save_records(records, out)
+        png = plot_depth(
+            records,
+            out / "equivariance.png",
+            title=f"{model}: layerwise equivariance, {self.group.name} ({tag})",
+        )
+
+        table = summary_table(records)
+        columns = [str(c) for c in table.columns]
+        rows = [[_cell(v) for v in row] for row in table.itertuples(index=False)]
+        log_table(trainer, f"{self.name}/table", columns, rows)
+        log_image(trainer, f"{self.name}/plot", [png], captions=[f"{model} {tag}"])
+        return scalars_from_summary(table, prefix=self.name)
+
+
+def _cell(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def scalars_from_summary(table, prefix: str = "equivariance") -> dict[str, float]:
+    """``{"<prefix>/<layer>/<measure>": mean over elements}`` from :func:`summary_table`."""
+    measure_cols = [c for c in table.columns if c not in ("model", "depth", "layer", "module")]
+    scalars: dict[str, float] = {}
+    for row in table.to_dict(orient="records"):
+        for col in measure_cols:
+            value = row[col]
+            if value is not None and math.isfinite(value):
+                key = col.replace(" (interpolated)", "_interpolated")
+                scalars[f"{prefix}/{row['layer']}/{key}"] = float(value)
+    return scalars

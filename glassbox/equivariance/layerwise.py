@@ -1,0 +1,532 @@
+"""Layerwise equivariance of any ``nn.Module``: :func:`measure_layerwise`.
+
+The images and all their transformed copies go through the model in ONE forward pass.
+A forward hook on each chosen layer measures it the moment it returns (every measure,
+all group elements at once: :mod:`glassbox.equivariance.engine`) and keeps nothing, so
+the pass holds one layer's features at a time and a later in-place op (AlexNet's
+``ReLU(inplace=True)``) cannot corrupt them. The Lie derivative, when asked for, costs
+one extra forward-mode (JVP) pass over the original images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from glassbox.equivariance.actions import fibre_action, is_geometric_tensor
+from glassbox.equivariance.engine import Workspace, measure_layer, shared_workspace
+from glassbox.equivariance.groups import (
+    Group,
+    GroupElement,
+    check_exact_policy,
+    get_group,
+    transform_images,
+)
+from glassbox.equivariance.measures import lie_derivative_norms, split_sizes
+
+OUTPUT = "output"
+MEASURES = ("invariance", "equivariance", "spatial", "best_fit", "consistency", "lie_derivative")
+FINITE_MEASURES = MEASURES[:5]
+LIE_ELEMENT = "d/dtheta"
+
+Action = Callable[[torch.Tensor, GroupElement], torch.Tensor]
+
+
+class LayerSelectionError(ValueError):
+    """A requested layer does not exist, or does not run exactly once per forward pass."""
+
+
+class LayerOutputError(TypeError):
+    """A measured layer (or the model) returned something other than a tensor."""
+
+
+@dataclass
+class EquivarianceRecord:
+    """One measurement: a (layer, group element, measure) triple and its value.
+
+    ``depth`` is the layer's position in execution order (the output comes last);
+    ``shape`` is the per-image feature shape; ``exact`` says whether the element acted
+    on the images and on this layer's grid without interpolation. ``value`` is a relative
+    error (0 = perfectly equivariant) except for ``consistency``, a fraction in [0, 1].
+    """
+
+    layer: str
+    depth: int
+    module: str
+    shape: tuple[int, ...]
+    group: str
+    element: str
+    angle: float
+    flip: bool
+    exact: bool
+    measure: str
+    value: float
+    model: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = "x".join(str(s) for s in self.shape)
+        return d
+
+
+# --------------------------------------------------------------------------- layers
+
+_CONV = (nn.Conv2d, nn.ConvTranspose2d)
+_POOL = (
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.LPPool2d,
+    nn.FractionalMaxPool2d,
+)
+_E2CNN_CONV = ("R2Conv", "R2ConvTransposed")
+_E2CNN_POOL = (
+    "GroupPooling",
+    "InducedNormPool",
+    "MaxPoolChannels",
+    "NormMaxPool",
+    "NormPool",
+    "PointwiseAdaptiveAvgPool",
+    "PointwiseAdaptiveMaxPool",
+    "PointwiseAvgPool",
+    "PointwiseAvgPoolAntialiased",
+    "PointwiseMaxPool",
+    "PointwiseMaxPoolAntialiased",
+)
+
+
+def _e2cnn_classes(names: Sequence[str]) -> tuple[type, ...]:
+    try:
+        import e2cnn.nn as enn
+    except ImportError:  # pragma: no cover - e2cnn is a dependency
+        return ()
+    return tuple(getattr(enn, n) for n in names if hasattr(enn, n))
+
+
+def _is_block(module: nn.Module) -> bool:
+    """An e2cnn SequentialModule with an R2Conv among its direct children."""
+    seq = _e2cnn_classes(("SequentialModule",))
+    convs = _e2cnn_classes(_E2CNN_CONV)
+    return (
+        bool(seq)
+        and isinstance(module, seq)
+        and any(isinstance(c, convs) for c in module.children())
+    )
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """Every conv or equivariant block, every pooling layer, then ``"output"``.
+
+    An equivariant block (an e2cnn ``SequentialModule`` that directly holds an
+    ``R2Conv``) is measured as a whole; the convs and pools inside it are not listed again.
+    """
+    convs = _CONV + _e2cnn_classes(_E2CNN_CONV)
+    pools = _POOL + _e2cnn_classes(_E2CNN_POOL)
+    chosen: list[str] = []
+    blocks: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(b + ".") for b in blocks):
+            continue
+        if _is_block(module):
+            blocks.append(name)
+            chosen.append(name)
+        elif isinstance(module, convs + pools):
+            chosen.append(name)
+    return chosen + [OUTPUT]
+
+
+def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    if layers is None:
+        return default_layers(model)
+    if isinstance(layers, str):
+        layers = [layers]
+    modules = dict(model.named_modules())
+    valid = [n for n in modules if n] + [OUTPUT]
+    unknown = [n for n in layers if n not in valid]
+    if unknown:
+        raise LayerSelectionError(
+            f"unknown layer name(s) {unknown} for {type(model).__name__}; valid names are: {', '.join(valid)}"
+        )
+    return list(dict.fromkeys(layers))  # de-duplicate, keep order
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not torch.is_tensor(images):
+        raise TypeError(
+            f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}"
+        )
+    if images.dim() != 4:
+        raise ValueError(
+            f"images must be a batch of images of shape (B, C, H, W), got shape {tuple(images.shape)}; "
+            "rotations and flips act only on image inputs (use x[None] for a single image)"
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be floating point (normalised), got {images.dtype}; convert with images.float()"
+        )
+    if images.shape[-1] < 2 or images.shape[-2] < 2:
+        raise ValueError(
+            f"images must have a spatial size of at least 2×2, got {tuple(images.shape[-2:])}"
+        )
+
+
+def _tensor_of(out) -> torch.Tensor:
+    return out.tensor if is_geometric_tensor(out) else out
+
+
+def _wrap_input(model: nn.Module, x: torch.Tensor):
+    """e2cnn modules take GeometricTensors; everything else takes plain tensors."""
+    in_type = getattr(model, "in_type", None)
+    if in_type is not None and type(model).__module__.startswith("e2cnn."):
+        import e2cnn.nn as enn
+
+        return enn.GeometricTensor(x, in_type)
+    return x
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Eval mode without losing per-module training flags (batch statistics would otherwise
+    mix the transformed copies and update the running averages)."""
+    if not enabled:
+        yield
+        return
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+class _Capture:
+    """Forward hooks on the chosen layers, in one of two modes.
+
+    With ``on_output`` each output is handed over the moment the layer returns — before
+    any later in-place op (``nn.ReLU(inplace=True)`` after a conv, as in AlexNet) can
+    overwrite it — and is not kept, so a forward holds one layer's features at a time.
+    Without it, outputs are stored (copied if ``clone``) for :meth:`ordered` access.
+    Either way a layer that runs twice, or returns a non-tensor, is an error.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        clone: bool = False,
+        on_output: Callable[[str, nn.Module, object], None] | None = None,
+    ) -> None:
+        modules = dict(model.named_modules())
+        self.clone = clone
+        self.on_output = on_output
+        self.outputs: dict[str, object] = {}
+        self.seen: list[str] = []  # execution order
+        self.modules = {n: modules[n] for n in names}
+        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if name in self.seen:
+                raise LayerSelectionError(
+                    f"layer {name!r} ({type(module).__name__}) ran more than once in one forward "
+                    "pass (a shared module), so its output is ambiguous; measure a layer that runs once"
+                )
+            if not (torch.is_tensor(output) or is_geometric_tensor(output)):
+                raise LayerOutputError(
+                    f"layer {name!r} ({type(module).__name__}) returns {type(output).__name__}, not a "
+                    "tensor; measure a layer that returns a Tensor or GeometricTensor (e.g. one of its "
+                    "children)"
+                )
+            self.seen.append(name)
+            if self.on_output is not None:
+                self.on_output(name, module, output)
+                return
+            if self.clone:
+                tensor = _tensor_of(output).clone()
+                output = (
+                    type(output)(tensor, output.type) if is_geometric_tensor(output) else tensor
+                )
+            self.outputs[name] = output
+
+        return hook
+
+    def clear(self) -> None:
+        self.outputs = {}
+        self.seen = []
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def ordered(self, names: Sequence[str]) -> list[str]:
+        missing = [n for n in names if n not in self.seen]
+        if missing:
+            raise LayerSelectionError(
+                f"layer(s) {missing} did not run in the model's forward pass; measure layers that "
+                "forward() uses"
+            )
+        return list(self.seen)
+
+
+def _model_output(out) -> torch.Tensor:
+    if torch.is_tensor(out) or is_geometric_tensor(out):
+        return out
+    raise LayerOutputError(
+        f"the model returns {type(out).__name__}, not a tensor, so layer {OUTPUT!r} cannot be measured; "
+        "leave 'output' out of layers or wrap the model so forward() returns a tensor"
+    )
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def measure_layerwise(
+    model: nn.Module,
+    images: torch.Tensor,
+    group: str | Group = "C4",
+    layers: Sequence[str] | None = None,
+    measures: Sequence[str] | None = None,
+    *,
+    exact: str = "error",
+    fit_fraction: float = 0.5,
+    ridge: float = 1e-8,
+    min_fit_ratio: float = 4.0,
+    actions: dict[str, Action] | None = None,
+    model_name: str = "",
+    eval_mode: bool = True,
+    workspace: Workspace | None = None,
+) -> list[EquivarianceRecord]:
+    """Measure how each layer of ``model`` transforms when the input images are transformed.
+
+    Args:
+        model: any ``nn.Module`` taking (B, C, H, W) images (an e2cnn module with
+            ``in_type`` gets them wrapped as a GeometricTensor).
+        images: a (B, C, H, W) float batch (≥ 2 images for ``best_fit``).
+        group: ``"C4"``, ``"D4"``, ``"flip"``, ``"SO2"``, ... or a :class:`Group`; its
+            non-identity elements are measured.
+        layers: module names from ``model.named_modules()`` plus ``"output"``; default
+            :func:`default_layers` (convs / equivariant blocks, pooling layers, output).
+        measures: subset of :data:`MEASURES`; default all finite measures, plus
+            ``lie_derivative`` when the group is continuous (``"SO2"``).
+        exact: what to do with an element that the image (or a feature map) grid cannot
+            represent exactly: ``"error"``, ``"warn"`` (interpolate, warn) or ``"interpolate"``.
+        fit_fraction: share of the images used to fit the best-fit channel map; the
+            error is reported on the rest.
+        ridge: relative ridge of the best-fit least squares (towards the identity map).
+        min_fit_ratio: ``best_fit`` is left out (with a warning) for layers with fewer than
+            this many fitting rows (fit images × positions) per channel, where the fit
+            would over-fit (e.g. global-pooled vectors of a small batch).
+        actions: known actions ``{layer: fn(features, element) -> features}`` for plain
+            tensor layers whose transformation law is known (e2cnn layers need none).
+        model_name: stored in every record (to overlay two models in a report).
+        eval_mode: run the model in eval mode (restoring the modes afterwards).
+        workspace: scratch buffers for the measures (about 3× the largest layer's
+            features). Default: on the CPU a per-thread workspace kept between calls (each
+            buffer ≤ 256 MiB; free it with ``release_shared_workspace()``), elsewhere a
+            fresh one.
+
+    Returns:
+        One :class:`EquivarianceRecord` per (layer, element, measure) that applies:
+        ``equivariance`` needs a known action (GeometricTensor or ``actions``), ``spatial``
+        and ``best_fit`` need (B, C, H, W) maps, ``consistency`` only at ``"output"``.
+
+    Raises:
+        LayerSelectionError: unknown layer names (the message lists the valid ones).
+        LayerOutputError: a measured layer's output is not a tensor.
+        GroupRepresentabilityError: an element the grid cannot represent and ``exact="error"``.
+        TypeError / ValueError: images that are not a (B, C, H, W) float batch.
+    """
+    _check_images(images)
+    group = get_group(group)
+    check_exact_policy(exact)
+    if measures is None:
+        measures = (FINITE_MEASURES if group.elements else ()) + (
+            ("lie_derivative",) if group.continuous else ()
+        )
+    measures = tuple(dict.fromkeys([measures] if isinstance(measures, str) else measures))
+    bad = [m for m in measures if m not in MEASURES]
+    if bad:
+        raise ValueError(f"unknown measure(s) {bad}; choose from {MEASURES}")
+    finite = [m for m in measures if m in FINITE_MEASURES]
+    if finite and not group.elements:
+        raise ValueError(
+            f"group {group.name} has no finite elements for measures {finite}; use e.g. 'C4' or 'D4'"
+        )
+    names = _resolve_layers(model, layers)
+    actions = dict(actions or {})
+    unknown_actions = [n for n in actions if n not in names]
+    if unknown_actions:
+        raise LayerSelectionError(
+            f"actions given for layers {unknown_actions} that are not measured ({names})"
+        )
+    if "best_fit" in measures:
+        split_sizes(images.shape[0], fit_fraction)
+
+    records: list[EquivarianceRecord] = []
+    with _eval_mode(model, eval_mode):
+        if finite:
+            records += _finite_records(
+                model,
+                images,
+                group,
+                names,
+                finite,
+                exact,
+                fit_fraction,
+                ridge,
+                min_fit_ratio,
+                actions,
+                workspace or shared_workspace(images.device),
+            )
+        if "lie_derivative" in measures:
+            records += _lie_records(model, images, group, names)
+    for r in records:
+        r.model = model_name
+    if finite and "lie_derivative" in measures:  # lie records got their own depth pass; align
+        depth = {r.layer: r.depth for r in records if r.measure != "lie_derivative"}
+        for r in records:
+            r.depth = depth.get(r.layer, r.depth)
+    records.sort(key=lambda r: (r.depth, MEASURES.index(r.measure)))
+    return records
+
+
+def _finite_records(
+    model,
+    images,
+    group,
+    names,
+    measures,
+    exact,
+    fit_fraction,
+    ridge,
+    min_fit_ratio,
+    actions,
+    workspace,
+):
+    """One forward over the images and all transformed copies; each layer is measured
+    inside its forward hook (streaming), the output after the forward."""
+    b, _, h, w = images.shape
+    elements = group.elements
+    k = len(elements) + 1
+    batch = torch.cat([images] + [transform_images(images, e, exact) for e in elements])
+    n_fit = split_sizes(b, fit_fraction)[0] if "best_fit" in measures else 0
+    pending: list[tuple[dict, torch.Tensor]] = []  # (fields, 0-d value): one device sync at the end
+    skipped: list[str] = []
+    depth = [0]
+
+    def measure(name: str, module: nn.Module, out) -> None:
+        feats = _tensor_of(out)
+        if feats.dim() == 0 or feats.shape[0] != b * k:
+            raise LayerOutputError(
+                f"layer {name!r} returns shape {tuple(feats.shape)} whose first axis is not the "
+                f"batch ({b * k} images went in); measure layers that keep the batch axis first"
+            )
+        feats = feats.reshape(k, b, *feats.shape[1:])
+        fibre = None
+        if is_geometric_tensor(out):
+            fibre = partial(fibre_action, out.type, device=feats.device, dtype=feats.dtype)
+        values, missing = measure_layer(
+            feats,
+            elements,
+            measures,
+            exact=exact,
+            n_fit=n_fit,
+            ridge=ridge,
+            min_fit_ratio=min_fit_ratio,
+            fibre=fibre,
+            custom_action=actions.get(name),
+            is_output=name == OUTPUT,
+            what=f"output of layer {name!r}",
+            workspace=workspace,
+        )
+        skipped.extend(f"{name}: {m}" for m in missing)
+        shape = tuple(feats.shape[2:])
+        base = {
+            "layer": name,
+            "depth": depth[0],
+            "module": type(module).__name__,
+            "shape": shape,
+            "group": group.name,
+        }
+        depth[0] += 1
+        for el, measure_name, value in values:
+            # exact = no interpolation, neither on the images nor on this layer's grid
+            on_grid = len(shape) != 3 or el.is_exact_on(*shape[-2:])
+            fields = dict(
+                base,
+                element=el.name,
+                angle=el.angle,
+                flip=el.flip,
+                exact=el.is_exact_on(h, w) and on_grid,
+                measure=measure_name,
+            )
+            pending.append((fields, value))
+
+    hooked = [n for n in names if n != OUTPUT]
+    capture = _Capture(model, hooked, on_output=measure)
+    try:
+        with torch.no_grad():
+            out = model(_wrap_input(model, batch))
+        capture.ordered(hooked)
+    finally:
+        capture.remove()
+    if OUTPUT in names:
+        with torch.no_grad():
+            measure(OUTPUT, model, _model_output(out))
+    if skipped:
+        warnings.warn(f"not reported: {'; '.join(skipped)}", stacklevel=3)
+    if not pending:
+        return []
+    values = torch.stack([v.float() for _, v in pending]).tolist()
+    return [EquivarianceRecord(value=float(v), **f) for (f, _), v in zip(pending, values)]
+
+
+def _lie_records(model, images, group, names):
+    hooked = [n for n in names if n != OUTPUT]
+    capture = _Capture(model, hooked, clone=True)  # in-place ops under the JVP: always copy
+    order: list[str] = []
+
+    def fn(x):
+        capture.clear()
+        out = model(_wrap_input(model, x))
+        order[:] = capture.ordered(hooked)
+        feats = [_tensor_of(capture.outputs[n]) for n in order]
+        if OUTPUT in names:
+            feats.append(_tensor_of(_model_output(out)))
+        return feats
+
+    try:
+        values, outs = lie_derivative_norms(fn, images)
+    finally:
+        capture.remove()
+    all_names = order + ([OUTPUT] if OUTPUT in names else [])
+    modules = capture.modules
+    values = torch.stack([v.float() for v in values]).tolist()
+    return [
+        EquivarianceRecord(
+            layer=name,
+            depth=depth,
+            module=type(modules[name]).__name__ if name in modules else type(model).__name__,
+            shape=tuple(f.shape[1:]),
+            group="SO2",
+            element=LIE_ELEMENT,
+            angle=math.nan,
+            flip=False,
+            exact=False,
+            measure="lie_derivative",
+            value=float(v),
+        )
+        for depth, (name, f, v) in enumerate(zip(all_names, outs, values))
+    ]
