@@ -27,6 +27,10 @@ FAST = [
     "trainer.enable_model_summary=false",
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
+    # the equivariance report runs once, on the tested checkpoint (its own tests cover the schedule)
+    "callbacks.equivariance.every_n_epochs=0",
+    "callbacks.equivariance.at_fit_end=false",
+    "callbacks.equivariance.num_images=16",
     "data.batch_size=16",
 ]
 
@@ -79,6 +83,7 @@ def cfg_eval(tmp_path):
             )
         )
     ]
+    fast.append("callbacks.separability=null")
     return lambda *overrides: compose("evaluate", [*fast, *overrides], tmp_path / "eval")
 
 

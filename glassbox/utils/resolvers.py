@@ -19,3 +19,8 @@ def register() -> None:
         from glassbox.loggers import wandb_group
 
         OmegaConf.register_new_resolver("gb.wandb_group", lambda: wandb_group())
+    if not OmegaConf.has_resolver("gb.plugin"):
+        # _target_ of the launcher/sweeper configs: one clear error when the plugin is missing.
+        from glassbox.launchers import require_plugin
+
+        OmegaConf.register_new_resolver("gb.plugin", require_plugin)
