@@ -33,15 +33,26 @@ class ChannelMax(nn.Module):
         return x.view(b, c // self.g, self.g, h, w).amax(2)
 
 
-def plain_twin(net: GlassBoxNet, widths, kernel_sizes, pool_after, reduced_dim, hidden) -> nn.Sequential:
+def plain_twin(
+    net: GlassBoxNet, widths, kernel_sizes, pool_after, reduced_dim, hidden
+) -> nn.Sequential:
     g = net.group_size
     layers, c_in = [], net.in_channels
     for w, k, p in zip(widths, kernel_sizes, pool_after):
-        layers += [nn.Conv2d(c_in, w * g, k, padding=k // 2, bias=False), nn.BatchNorm2d(w * g), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(c_in, w * g, k, padding=k // 2, bias=False),
+            nn.BatchNorm2d(w * g),
+            nn.ReLU(inplace=True),
+        ]
         if p:
             layers.append(nn.MaxPool2d(2))
         c_in = w * g
-    layers += [ChannelMax(g), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], reduced_dim)]
+    layers += [
+        ChannelMax(g),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(widths[-1], reduced_dim),
+    ]
     layers.append(mlp(reduced_dim, hidden, net.num_classes))
     return nn.Sequential(*layers)
 
@@ -66,13 +77,21 @@ def train_step_fn(model, x, y):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--inner", type=int, default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = dict(widths=(8, 16, 32), kernel_sizes=(5, 5, 5), pool_after=(True, True, False), reduced_dim=16, hidden=(32,))
+    cfg = dict(
+        widths=(8, 16, 32),
+        kernel_sizes=(5, 5, 5),
+        pool_after=(True, True, False),
+        reduced_dim=16,
+        hidden=(32,),
+    )
     gb = GlassBoxNet(
         group_order=8,
         widths=cfg["widths"],
@@ -86,14 +105,19 @@ def main() -> None:
     x = torch.randn(args.batch, 1, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
 
-    steps = {"glassbox": train_step_fn(gb.train(), x, y), "plain": train_step_fn(plain.train(), x, y)}
+    steps = {
+        "glassbox": train_step_fn(gb.train(), x, y),
+        "plain": train_step_fn(plain.train(), x, y),
+    }
     exported = gb.eval().export()
     plain.eval()
     infer = {
         "exported": lambda: exported(x),
         "plain": lambda: plain(x),
     }
-    results: dict[str, list[float]] = {k: [] for k in ("glassbox", "plain_train", "exported", "plain_eval")}
+    results: dict[str, list[float]] = {
+        k: [] for k in ("glassbox", "plain_train", "exported", "plain_eval")
+    }
     for fn in (*steps.values(), *infer.values()):  # warm-up
         for _ in range(2):
             with torch.set_grad_enabled(fn in steps.values()):
@@ -115,11 +139,19 @@ def main() -> None:
         train_ratios.append(t["glassbox"] / t["plain_train"])
         infer_ratios.append(t["exported"] / t["plain_eval"])
     med = {k: statistics.median(v) * 1e3 for k, v in results.items()}
-    print(f"batch {args.batch}, 1x32x32 images, C8 regular fields {cfg['widths']}, {args.reps} reps (medians)")
-    print(f"  train step: glass-box {med['glassbox']:.1f} ms, plain CNN {med['plain_train']:.1f} ms")
+    print(
+        f"batch {args.batch}, 1x32x32 images, C8 regular fields {cfg['widths']}, {args.reps} reps (medians)"
+    )
+    print(
+        f"  train step: glass-box {med['glassbox']:.1f} ms, plain CNN {med['plain_train']:.1f} ms"
+    )
     print(f"  inference : exported  {med['exported']:.1f} ms, plain CNN {med['plain_eval']:.1f} ms")
-    print(f"train-step ratio (glass-box / plain CNN): {statistics.median(train_ratios):.3f}  (target <= 1.10)")
-    print(f"inference ratio (exported / plain CNN):   {statistics.median(infer_ratios):.3f}  (target <= 1.05)")
+    print(
+        f"train-step ratio (glass-box / plain CNN): {statistics.median(train_ratios):.3f}  (target <= 1.10)"
+    )
+    print(
+        f"inference ratio (exported / plain CNN):   {statistics.median(infer_ratios):.3f}  (target <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

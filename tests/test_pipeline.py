@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script
 
+from conftest import run_script
 from glassbox import pipeline
 from glassbox.errors import CheckpointError, ConfigError
 
