@@ -30,6 +30,7 @@ TINY = [
     "trainer.enable_model_summary=false",
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
+    "++callbacks.equivariance=null",  # not needed here (and on by default)
     "data.batch_size=16",
 ]
 

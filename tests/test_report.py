@@ -37,6 +37,7 @@ def sweep(tmp_path_factory) -> Path:
         "trainer.enable_model_summary=false",
         "callbacks.rich_progress_bar=null",
         "callbacks.model_summary=null",
+        "++callbacks.equivariance=null",
         "data.batch_size=16",
         f"paths.log_dir={log_dir}",
         env={"WANDB_MODE": "offline"},
