@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn
@@ -22,6 +19,7 @@ from glassbox.analysis.layers import (
     layer_dims,
     layer_groups,
 )
+from helpers import TinyGlassBox
 
 
 def plain_cnn() -> nn.Module:
@@ -44,51 +42,6 @@ def plain_cnn() -> nn.Module:
     )
     net.forward = lambda x: net.classifier(net.features(x))
     return net
-
-
-class TinyGlassBox(nn.Module):
-    """The glass-box contract in miniature: e2cnn blocks, layers(x) with the named fields."""
-
-    def __init__(self, n_rot: int = 4, num_classes: int = 3) -> None:
-        super().__init__()
-        from e2cnn import gspaces
-        from e2cnn import nn as enn
-
-        import glassbox  # noqa: F401  (e2cnn numpy-2 patches)
-
-        torch.manual_seed(0)
-        self.enn = enn
-        self.gspace = gspaces.Rot2dOnR2(n_rot)
-        self.in_type = enn.FieldType(self.gspace, [self.gspace.trivial_repr])
-        t1 = enn.FieldType(self.gspace, 2 * [self.gspace.regular_repr])
-        t2 = enn.FieldType(self.gspace, 3 * [self.gspace.regular_repr])
-        self.representation = enn.SequentialModule(
-            OrderedDict(
-                block1=enn.SequentialModule(
-                    enn.R2Conv(self.in_type, t1, 3, padding=1), enn.ReLU(t1)
-                ),
-                block2=enn.SequentialModule(enn.R2Conv(t1, t2, 3, padding=1), enn.ReLU(t2)),
-            )
-        )
-        self.group_pool = enn.GroupPooling(t2)
-        self.reduction = nn.Linear(3, 2)
-        self.classifier = nn.Linear(2, num_classes)
-        self.num_classes = num_classes
-
-    def layers(self, x):
-        fields = self.representation(self.enn.GeometricTensor(x, self.in_type))
-        inv_map = self.group_pool(fields).tensor
-        invariant = inv_map.mean((-2, -1))
-        b, _, h, w = fields.tensor.shape
-        equivariant = fields.tensor.view(b, -1, self.gspace.fibergroup.order(), h, w).mean((-2, -1))
-        reduced = self.reduction(invariant)
-        return SimpleNamespace(
-            representation=fields, invariant_map=inv_map, invariant=invariant,
-            equivariant=equivariant, reduced=reduced, logits=self.classifier(reduced),
-        )  # fmt: skip
-
-    def forward(self, x):
-        return self.layers(x).logits
 
 
 # ------------------------------------------------------------------ plain CNNs
@@ -152,7 +105,7 @@ def test_bad_layer_names():
 
 # ------------------------------------------------------------------ glass-box nets
 def test_glassbox_layers_from_blocks_and_fields():
-    net = TinyGlassBox().eval()
+    net = TinyGlassBox(pool=False).eval()
     assert default_layers(net) == ["block1", "block2", "invariant", "reduced", "logits"]
     assert "equivariant" in available_layers(net) and "invariant_map" in available_layers(net)
     x = torch.randn(3, 1, 8, 8)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn
@@ -16,56 +13,15 @@ from glassbox.analysis.pose import (
     rotate90,
     rotation_order_of,
 )
-
-
-class TinyGlassBox(nn.Module):
-    """A randomly initialised, exactly equivariant e2cnn net with the glass-box ``layers`` contract."""
-
-    def __init__(self, n_rot: int = 8, flips: bool = False, num_classes: int = 4) -> None:
-        super().__init__()
-        from e2cnn import gspaces
-        from e2cnn import nn as enn
-
-        import glassbox  # noqa: F401  (e2cnn numpy-2 patches)
-
-        torch.manual_seed(n_rot + flips)
-        self.enn = enn
-        self.gspace = gspaces.FlipRot2dOnR2(n_rot) if flips else gspaces.Rot2dOnR2(n_rot)
-        self.in_type = enn.FieldType(self.gspace, [self.gspace.trivial_repr])
-        t1 = enn.FieldType(self.gspace, 2 * [self.gspace.regular_repr])
-        t2 = enn.FieldType(self.gspace, 3 * [self.gspace.regular_repr])
-        self.representation = enn.SequentialModule(
-            OrderedDict(
-                block1=enn.SequentialModule(
-                    enn.R2Conv(self.in_type, t1, 3, padding=1),
-                    enn.ReLU(t1),
-                    enn.PointwiseMaxPool(t1, 2),
-                ),
-                block2=enn.SequentialModule(enn.R2Conv(t1, t2, 3, padding=1), enn.ReLU(t2)),
-            )
-        )
-        self.group_pool = enn.GroupPooling(t2)
-        self.classifier = nn.Linear(3, num_classes)
-
-    def layers(self, x):
-        fields = self.representation(self.enn.GeometricTensor(x, self.in_type))
-        invariant = self.group_pool(fields).tensor.mean((-2, -1))
-        b, _, h, w = fields.tensor.shape
-        equivariant = fields.tensor.view(b, -1, self.gspace.fibergroup.order(), h, w).mean((-2, -1))
-        return SimpleNamespace(
-            equivariant=equivariant, invariant=invariant, logits=self.classifier(invariant)
-        )
-
-    def forward(self, x):
-        return self.layers(x).logits
+from helpers import TinyGlassBox
 
 
 @pytest.fixture(scope="module")
 def nets():
     return {
-        "C8": TinyGlassBox(8).eval(),
-        "C4": TinyGlassBox(4).eval(),
-        "D4": TinyGlassBox(4, flips=True).eval(),
+        "C8": TinyGlassBox(8, reduced_dim=None, num_classes=4, seed=8).eval(),
+        "C4": TinyGlassBox(4, reduced_dim=None, num_classes=4, seed=4).eval(),
+        "D4": TinyGlassBox(4, flips=True, reduced_dim=None, num_classes=4, seed=5).eval(),
     }
 
 

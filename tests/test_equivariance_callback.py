@@ -3,17 +3,15 @@
 import json
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pandas as pd
 import pytest
 import torch
 from e2cnn import gspaces
 from e2cnn import nn as enn
-from lightning.pytorch.loggers import Logger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from glassbox.callbacks.equivariance import EquivarianceCallback
+from helpers import RecordingLogger, TensorDataModule, TinyModule, tiny_trainer
 
 
 class C4Classifier(nn.Module):
@@ -21,6 +19,7 @@ class C4Classifier(nn.Module):
 
     def __init__(self):
         super().__init__()
+        torch.manual_seed(0)
         gs = gspaces.Rot2dOnR2(4)
         self.in_type = enn.FieldType(gs, [gs.trivial_repr])
         fields = enn.FieldType(gs, 4 * [gs.regular_repr])
@@ -40,68 +39,12 @@ class C4Classifier(nn.Module):
         )
 
 
-class TinyData(pl.LightningDataModule):
-    num_classes, channels, image_size = 2, 1, 12
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        y = torch.randint(0, 2, (96,), generator=g)
-        x = 0.3 * torch.randn(96, 1, 12, 12, generator=g)
-        x[y == 1, :, 4:8, 4:8] += 2.0  # class 1: a bright centre square (rotation invariant)
-        self.x, self.y = x, y
-
-    def train_dataloader(self):
-        return DataLoader(TensorDataset(self.x[:64], self.y[:64]), batch_size=32)
-
-    def val_dataloader(self):
-        return DataLoader(TensorDataset(self.x[64:], self.y[64:]), batch_size=32)
-
-    def analysis_batch(self, split="val", n=64, seed=0):
-        idx = torch.randperm(32, generator=torch.Generator().manual_seed(seed))[:n] + 64
-        return self.x[idx], self.y[idx]
-
-
-class TinyModule(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = C4Classifier()
-        self.name = "c4tiny"
-
-    def training_step(self, batch, _):
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def validation_step(self, batch, _):
-        x, y = batch
-        self.log("val/acc", (self.net(x).argmax(1) == y).float().mean())
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
-
-
-class RecordingLogger(Logger):
-    """Captures what the callback sends to a W&B-like logger."""
-
-    name = "recording"
-    version = 0
-
-    def __init__(self):
-        super().__init__()
-        self.metrics, self.tables, self.images = [], {}, {}
-
-    def log_metrics(self, metrics, step=None):
-        self.metrics.append(dict(metrics))
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_table(self, key, columns, data):
-        self.tables[key] = (columns, data)
-
-    def log_image(self, key, images, caption=None):
-        self.images[key] = (images, caption)
+def tiny_data() -> TensorDataModule:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (96,), generator=g)
+    x = 0.3 * torch.randn(96, 1, 12, 12, generator=g)
+    x[y == 1, :, 4:8, 4:8] += 2.0  # class 1: a bright centre square (rotation invariant)
+    return TensorDataModule({"train": (x[:64], y[:64]), "val": (x[64:], y[64:])}, num_classes=2)
 
 
 def test_callback_logs_and_writes_the_report(tmp_path):
@@ -109,18 +52,8 @@ def test_callback_logs_and_writes_the_report(tmp_path):
         output_dir=tmp_path, every_n_epochs=1, at_fit_end=True, num_images=24, group="C4"
     )
     logger = RecordingLogger()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        limit_train_batches=2,
-        logger=logger,
-        callbacks=[cb],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-    )
-    trainer.fit(TinyModule(), datamodule=TinyData())
+    trainer = tiny_trainer(logger, [cb], max_epochs=2, limit_train_batches=2)
+    trainer.fit(TinyModule(C4Classifier(), name="c4tiny"), datamodule=tiny_data())
 
     for tag in ("epoch000", "epoch001", "fit_end"):
         out = tmp_path / "equivariance" / tag
@@ -138,7 +71,7 @@ def test_callback_logs_and_writes_the_report(tmp_path):
     summary = pd.read_csv(out / "equivariance_summary.csv")
     assert list(summary["layer"]) == ["block", "group_pool", "pool", "output"]
 
-    scalars = {k: v for m in logger.metrics for k, v in m.items() if k.startswith("equivariance/")}
+    scalars = {k: v for m in logger.history for k, v in m.items() if k.startswith("equivariance/")}
     assert all(isinstance(v, float) for v in scalars.values())
     # the trained net stays exactly equivariant: known action ≈ 0, invariant output unchanged
     assert scalars["equivariance/block/equivariance"] <= 1e-5
@@ -149,7 +82,7 @@ def test_callback_logs_and_writes_the_report(tmp_path):
     assert scalars["equivariance/block/spatial"] > 0.1
     assert scalars["equivariance/block/best_fit"] <= 1e-3
     # 3 runs (2 epochs + fit end), each logging every (layer, measure) scalar
-    assert sum(1 for m in logger.metrics if "equivariance/block/spatial" in m) == 3
+    assert sum(1 for m in logger.history if "equivariance/block/spatial" in m) == 3
 
     columns, rows = logger.tables["equivariance/table"]
     assert columns[:4] == ["model", "depth", "layer", "module"] and len(rows) == 4

@@ -2,14 +2,12 @@
 
 import json
 
-import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.loggers import Logger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from glassbox.callbacks.interpretation import RepresentativeInterpretationCallback
+from helpers import RecordingLogger, TensorDataModule, TinyModule, tiny_trainer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,76 +28,22 @@ def make_images(n, generator):
     return (x - 0.1) / 0.5, y
 
 
-class TinyData(pl.LightningDataModule):
-    num_classes, channels, image_size = 3, 1, 12
-    mean, std = [0.1], [0.5]
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.data = {s: make_images(n, g) for s, n in (("train", 240), ("val", 60))}
-
-    def train_dataloader(self):
-        return DataLoader(TensorDataset(*self.data["train"]), batch_size=32, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(TensorDataset(*self.data["val"]), batch_size=60)
-
-    def analysis_batch(self, split="val", n=64, seed=0):
-        x, y = self.data[split]
-        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
-        return x[idx], y[idx]
+def tiny_data() -> TensorDataModule:
+    g = torch.Generator().manual_seed(0)
+    data = {s: make_images(n, g) for s, n in (("train", 240), ("val", 60))}
+    dm = TensorDataModule(data, num_classes=3)
+    dm.mean, dm.std = [0.1], [0.5]
+    return dm
 
 
-class TinyModule(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(8, 8, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(8 * 6 * 6, 16),
-            nn.ReLU(),
-            nn.Linear(16, 3),
-        )
-
-    def training_step(self, batch, _):
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def validation_step(self, batch, _):
-        x, y = batch
-        self.log("val/acc", (self.net(x).argmax(1) == y).float().mean())
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
-
-
-class RecordingLogger(Logger):
-    """Captures what the callback sends to a W&B-like logger."""
-
-    def __init__(self):
-        super().__init__()
-        self.metrics, self.tables, self.images = {}, {}, {}
-
-    name = "recording"
-    version = 0
-
-    def log_metrics(self, metrics, step=None):
-        self.metrics.update(metrics)
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_table(self, key, columns, data):
-        self.tables[key] = (columns, data)
-
-    def log_image(self, key, images, caption=None):
-        self.images[key] = (images, caption)
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 3),
+    )  # fmt: skip
 
 
 def test_callback_writes_interpretations_and_ad_ai(tmp_path):
@@ -116,19 +60,9 @@ def test_callback_writes_interpretations_and_ad_ai(tmp_path):
         max_galleries=3,
     )
     logger = RecordingLogger()
-    trainer = pl.Trainer(
-        max_epochs=3,
-        logger=logger,
-        callbacks=[cb],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        deterministic=True,
-    )
-    module = TinyModule()
-    trainer.fit(module, datamodule=TinyData())
+    trainer = tiny_trainer(logger, [cb], max_epochs=3, deterministic=True)
+    module = TinyModule(tiny_cnn())
+    trainer.fit(module, datamodule=tiny_data())
     assert trainer.callback_metrics["val/acc"] > 0.9  # the tiny net learned the task
 
     out = tmp_path / "interpretation" / "fit_end"
@@ -136,7 +70,7 @@ def test_callback_writes_interpretations_and_ad_ai(tmp_path):
     assert meta["layer"] == "3" and meta["feature_shape"] == [8, 12, 12]
     records = meta["interpretations"]
     assert {r["class"] for r in records} == {0, 1, 2} and len(records) <= 6
-    ref_x, _ = TinyData().analysis_batch("train", 200, 0)
+    ref_x, _ = tiny_data().analysis_batch("train", 200, 0)
     with torch.no_grad():
         pred = module.net(ref_x).argmax(1)
     for r in records:
@@ -188,31 +122,6 @@ def test_callback_on_a_glassbox_net_after_test(tmp_path):
     as affine, and e2cnn's filters cached inside Lightning's inference-mode test loop."""
     from glassbox.models.glassbox_net import GlassBoxNet
 
-    class GlassBoxModule(TinyModule):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.net = GlassBoxNet(
-                in_channels=1,
-                image_size=12,
-                num_classes=3,
-                group_order=4,
-                widths=(4, 8),
-                kernel_sizes=(3, 3),
-                pool_after=(True, False),
-                reduced_dim=4,
-                classifier_hidden=(8,),
-                reduction="linear",
-            )
-
-        def test_step(self, batch, _):
-            x, y = batch
-            self.log("test/acc", (self.net(x).argmax(1) == y).float().mean())
-
-    class Data(TinyData):
-        def test_dataloader(self):
-            return self.val_dataloader()
-
     cb = RepresentativeInterpretationCallback(
         output_dir=tmp_path,
         at_fit_end=False,
@@ -224,17 +133,21 @@ def test_callback_on_a_glassbox_net_after_test(tmp_path):
         baselines=["gradcam"],
         max_galleries=1,
     )
-    trainer = pl.Trainer(
-        max_epochs=8,
-        logger=RecordingLogger(),
-        callbacks=[cb],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
+    torch.manual_seed(0)
+    net = GlassBoxNet(
+        in_channels=1,
+        image_size=12,
+        num_classes=3,
+        group_order=4,
+        widths=(4, 8),
+        kernel_sizes=(3, 3),
+        pool_after=(True, False),
+        reduced_dim=4,
+        classifier_hidden=(8,),
+        reduction="linear",
     )
-    module, data = GlassBoxModule(), Data()
+    module, data = TinyModule(net), tiny_data()  # tested on the validation split
+    trainer = tiny_trainer(RecordingLogger(), [cb], max_epochs=8)
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, verbose=False)
     out = tmp_path / "interpretation" / "test"

@@ -3,69 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from pathlib import Path
-from types import SimpleNamespace
 
-import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.loggers import Logger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from glassbox.analysis.layers import collect_dataset_features
 from glassbox.analysis.separability import class_separability
 from glassbox.callbacks.separability import SeparabilityCallback
-
-
-class TinyGlassBox(nn.Module):
-    """Exactly C4-equivariant glass-box net in miniature (blocks, reduction.linear, layers(x))."""
-
-    def __init__(self, num_classes: int = 3) -> None:
-        super().__init__()
-        from e2cnn import gspaces
-        from e2cnn import nn as enn
-
-        import glassbox  # noqa: F401  (e2cnn numpy-2 patches)
-
-        torch.manual_seed(0)
-        self.enn = enn
-        self.gspace = gspaces.Rot2dOnR2(4)
-        self.in_type = enn.FieldType(self.gspace, [self.gspace.trivial_repr])
-        t1 = enn.FieldType(self.gspace, 3 * [self.gspace.regular_repr])
-        t2 = enn.FieldType(self.gspace, 4 * [self.gspace.regular_repr])
-        self.representation = enn.SequentialModule(
-            OrderedDict(
-                block1=enn.SequentialModule(
-                    enn.R2Conv(self.in_type, t1, 3, padding=1),
-                    enn.ReLU(t1),
-                    enn.PointwiseMaxPool(t1, 2),
-                ),
-                block2=enn.SequentialModule(enn.R2Conv(t1, t2, 3, padding=1), enn.ReLU(t2)),
-            )
-        )
-        self.group_pool = enn.GroupPooling(t2)
-        self.reduction = nn.Module()
-        self.reduction.linear = nn.Linear(4, 2)
-        self.classifier = nn.Linear(2, num_classes)
-        self.num_classes = num_classes
-
-    def layers(self, x):
-        fields = self.representation(self.enn.GeometricTensor(x, self.in_type))
-        invariant = self.group_pool(fields).tensor.mean((-2, -1))
-        b, _, h, w = fields.tensor.shape
-        equivariant = fields.tensor.view(b, -1, 4, h, w).mean((-2, -1))
-        reduced = self.reduction.linear(invariant)
-        return SimpleNamespace(
-            invariant=invariant,
-            equivariant=equivariant,
-            reduced=reduced,
-            logits=self.classifier(reduced),
-        )
-
-    def forward(self, x):
-        return self.layers(x).logits
+from helpers import RecordingLogger, TensorDataModule, TinyGlassBox, TinyModule, tiny_trainer
 
 
 def plain_cnn(num_classes: int = 3) -> nn.Module:
@@ -76,90 +23,24 @@ def plain_cnn(num_classes: int = 3) -> nn.Module:
     )  # fmt: skip
 
 
-class TinyData(pl.LightningDataModule):
+def tiny_data() -> TensorDataModule:
     """Three rotation-invariant classes on 12×12 images: a bright centre, a bright ring, nothing."""
-
-    num_classes, channels, image_size = 3, 1, 12
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        y = torch.arange(120) % 3
-        x = 0.3 * torch.randn(120, 1, 12, 12, generator=g)
-        x[y == 0, :, 4:8, 4:8] += 2.0
-        ring = torch.zeros(12, 12)
-        ring[2:10, 2:10] = 1.5
-        ring[4:8, 4:8] = 0.0
-        x[y == 1, 0] += ring
-        self.data = {
-            "train": (x[:72], y[:72]),
-            "val": (x[72:90], y[72:90]),
-            "test": (x[90:], y[90:]),
-        }
-
-    def tensors(self, split):
-        return self.data[split]
-
-    def train_dataloader(self):
-        return DataLoader(TensorDataset(*self.data["train"]), batch_size=24, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(TensorDataset(*self.data["val"]), batch_size=24)
-
-    def test_dataloader(self):
-        return DataLoader(TensorDataset(*self.data["test"]), batch_size=30)
-
-    def analysis_batch(self, split="val", n=64, seed=0):
-        return self.data[split][0][:n], self.data[split][1][:n]
-
-
-class TinyModule(pl.LightningModule):
-    def __init__(self, net: nn.Module, name: str = "tiny"):
-        super().__init__()
-        self.net, self.name = net, name
-        self.test_prefix = "test"
-
-    def training_step(self, batch, _):
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def validation_step(self, batch, _):
-        pass
-
-    def test_step(self, batch, _):
-        pass
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
-
-
-class RecordingLogger(Logger):
-    name, version = "recording", 0
-
-    def __init__(self):
-        super().__init__()
-        self.metrics, self.tables, self.images = {}, {}, {}
-
-    def log_metrics(self, metrics, step=None):
-        self.metrics.update(metrics)
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_table(self, key, columns, data):
-        self.tables[key] = (columns, data)
-
-    def log_image(self, key, images, caption=None):
-        self.images[key] = (images, caption)
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 3
+    x = 0.3 * torch.randn(120, 1, 12, 12, generator=g)
+    x[y == 0, :, 4:8, 4:8] += 2.0
+    ring = torch.zeros(12, 12)
+    ring[2:10, 2:10] = 1.5
+    ring[4:8, 4:8] = 0.0
+    x[y == 1, 0] += ring
+    splits = {"train": (x[:72], y[:72]), "val": (x[72:90], y[72:90]), "test": (x[90:], y[90:])}
+    return TensorDataModule(splits, num_classes=3, batch_size=24)
 
 
 def run(module: TinyModule, callback: SeparabilityCallback, fit_epochs: int = 0) -> RecordingLogger:
     logger = RecordingLogger()
-    trainer = pl.Trainer(
-        max_epochs=max(fit_epochs, 1), logger=logger, callbacks=[callback], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
-    )  # fmt: skip
-    dm = TinyData()
+    trainer = tiny_trainer(logger, [callback], max_epochs=max(fit_epochs, 1))
+    dm = tiny_data()
     if fit_epochs:
         trainer.fit(module, datamodule=dm)
     trainer.test(module, datamodule=dm, verbose=False)
@@ -167,7 +48,7 @@ def run(module: TinyModule, callback: SeparabilityCallback, fit_epochs: int = 0)
 
 
 def test_callback_on_a_glassbox_net_writes_and_logs_the_report(tmp_path):
-    module = TinyModule(TinyGlassBox())
+    module = TinyModule(TinyGlassBox(widths=(3, 4)))
     cb = SeparabilityCallback(output_dir=tmp_path, classifiers=["logreg", "lda"], pca_threshold=0.9)
     logger = run(module, cb, fit_epochs=2)
     out = tmp_path / "separability" / "test"
@@ -180,7 +61,7 @@ def test_callback_on_a_glassbox_net_writes_and_logs_the_report(tmp_path):
     ]  # fmt: skip
     m = logger.metrics
     # the logged numbers are the metric's values on the test split's features
-    x, y = TinyData().tensors("test")
+    x, y = tiny_data().tensors("test")
     feats, labels = collect_dataset_features(module.net, (x, y), ["invariant"])
     for layer in ("pixels", "invariant"):
         ref = class_separability(feats[layer], labels, num_classes=3)
