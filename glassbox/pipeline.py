@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from glassbox.callbacks.base import analysis_results
 from glassbox.checkpoints import (
     check_resumable,
     load_checkpoint,
@@ -171,6 +172,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not best:
             log.warning("no best checkpoint: testing the current weights")
         metrics.update(run_tests(cfg, trainer, module, dm, best or None))
+    metrics.update(analysis_results(trainer))  # the analysis callbacks' final scalars (rank 0)
     if trainer.is_global_zero:
         _write_metrics(
             cfg,
@@ -220,6 +222,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     load_weights(module, ckpt, cfg.ckpt_path)
     trainer = build_trainer(run_cfg)
     metrics = run_tests(run_cfg, trainer, module, dm, None)
+    metrics.update(analysis_results(trainer))
     if trainer.is_global_zero:
         _write_metrics(
             run_cfg,

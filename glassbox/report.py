@@ -10,7 +10,9 @@ every metric is summarised as mean ± std over the seeds of a group. Written int
 
 * ``results.csv``  one row per job: overrides, seed, every scalar metric;
 * ``summary.csv``  one row per group: ``<metric>/mean``, ``<metric>/std``, ``n``;
-* ``results.md``   the headline metrics per group, the accuracy-against-angle table, the jobs;
+* ``results.md``   the headline metrics per group, the accuracy-against-angle table, the final
+  scalars of the analysis callbacks (``equivariance/…``, ``separability/…``,
+  ``interpretation/…``) per group, the jobs;
 * ``accuracy_vs_angle.png``  test accuracy against rotation angle per group (mean ± std), from
   the ``test_rot<angle>/acc`` metrics of ``rotated_test.angles`` (skipped when there are none).
 """
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 SEED_KEYS = ("seed", "data.seed")
 ANGLE_METRIC = re.compile(r"^test_rot(-?\d+(?:\.\d+)?)/(\w+)$")
 HEADLINE = ("val/acc", "test/acc", "test/f1", "test_rotated/acc", "test_rot_mean/acc")
+# train/val/test metrics and the learning rate; every other prefix is an analysis callback's
+NOT_ANALYSIS = re.compile(r"^(train|val|test\w*)/|^lr-")
 
 
 class ReportError(ConfigError):
@@ -260,6 +264,24 @@ def _mean_std(summary: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return out
 
 
+def analysis_tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """``{prefix: table}``: per analysis prefix (``equivariance``, ...), one row per metric and
+    one ``mean ± std`` column per group (blank where a group lacks the metric, e.g. a layer
+    that only one model has)."""
+    means = [c[: -len("/mean")] for c in summary.columns if c.endswith("/mean")]
+    tables: dict[str, list[dict]] = {}
+    for metric in means:
+        if NOT_ANALYSIS.match(metric):
+            continue
+        prefix, _, name = metric.partition("/")
+        row = {"metric": name}
+        for _, r in summary.iterrows():
+            mu, sd = r[f"{metric}/mean"], r[f"{metric}/std"]
+            row[r["group"]] = "" if pd.isna(mu) else f"{mu:.4g} ± {sd:.2g}"
+        tables.setdefault(prefix, []).append(row)
+    return {prefix: pd.DataFrame(rows) for prefix, rows in tables.items()}
+
+
 def write_report(
     sweep_dirs: Sequence[str | Path], out_dir: str | Path | None = None
 ) -> dict[str, Path]:
@@ -296,6 +318,8 @@ def write_report(
         paths["plot"] = plot_accuracy_vs_angle(curves, out / "accuracy_vs_angle.png")
     else:
         log.info("no test_rot<angle>/acc metrics (rotated_test.angles was empty): no angle plot")
+    for prefix, table in analysis_tables(summary).items():
+        md += [f"## {prefix} (final analysis of each job)", "", markdown_table(table), ""]
     varying = group_keys(df)
     jobs = df[["job", "status", *varying, "seed", *[m for m in HEADLINE if m in df.columns]]]
     jobs = jobs.rename(columns={k: k[1:] for k in varying})

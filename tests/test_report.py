@@ -37,7 +37,11 @@ def sweep(tmp_path_factory) -> Path:
         "trainer.enable_model_summary=false",
         "callbacks.rich_progress_bar=null",
         "callbacks.model_summary=null",
-        "++callbacks.equivariance=null",
+        # the equivariance report on the tested checkpoint only, cheap
+        "callbacks.equivariance.every_n_epochs=0",
+        "callbacks.equivariance.at_fit_end=false",
+        "callbacks.equivariance.num_images=8",
+        "callbacks.equivariance.measures=[invariance,consistency]",
         "data.batch_size=16",
         f"paths.log_dir={log_dir}",
         env={"WANDB_MODE": "offline"},
@@ -86,6 +90,34 @@ def test_report_table_is_mean_and_std_over_seeds(sweep, tmp_path):
     mean, std = summary.loc["glassbox", "test/acc/mean"], summary.loc["glassbox", "test/acc/std"]
     assert f"{mean:.4f} ± {std:.4f}" in row
     assert "| 90° |" in md and "![accuracy against angle](accuracy_vs_angle.png)" in md
+
+
+def test_analysis_scalars_reach_metrics_json_and_the_report(sweep, tmp_path):
+    """The equivariance report of the tested checkpoint: run once per job (not again at the
+    rotated test passes), its scalars in metrics.json, and tabulated per model by the report."""
+    truth = job_metrics(sweep)
+    for n in range(4):
+        log = (sweep / str(n) / "train.log").read_text()
+        assert log.count("equivariance (test):") == 1, n
+        assert sorted(p.name for p in (sweep / str(n) / "equivariance").iterdir()) == ["test"]
+    for model in ("glassbox", "alexnet"):
+        for s in (1, 2):
+            assert 0.0 <= truth[(model, s)]["equivariance/output/consistency"] <= 1.0
+    # the glass-box output is exactly invariant under C4
+    assert all(truth[("glassbox", s)]["equivariance/output/invariance"] < 1e-5 for s in (1, 2))
+
+    paths = report.write_report([sweep], tmp_path)
+    summary = pd.read_csv(paths["summary"]).set_index("group")
+    tables = report.analysis_tables(summary.reset_index())
+    assert list(tables) == ["equivariance"]
+    table = tables["equivariance"].set_index("metric")
+    assert list(table.columns) == ["glassbox", "alexnet"]
+    mean = statistics.mean(truth[("alexnet", s)]["equivariance/output/consistency"] for s in (1, 2))
+    assert table.loc["output/consistency", "alexnet"].startswith(f"{mean:.4g} ± ")
+    # layers of one model only are blank in the other's column
+    assert table.loc["features.0/invariance", "glassbox"] == ""
+    assert table.loc["features.0/invariance", "alexnet"] != ""
+    assert "## equivariance (final analysis of each job)" in paths["markdown"].read_text()
 
 
 def test_report_plot_and_angle_curves(sweep, tmp_path):

@@ -62,6 +62,7 @@ class AnalysisCallback(Callback):
         self.num_images = num_images
         self.split = split
         self.seed = seed
+        self.results: dict[str, dict[str, float]] = {}  # tag → the scalars of that run
 
     # ----------------------------------------------------------------- for subclasses
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
@@ -93,6 +94,7 @@ class AnalysisCallback(Callback):
                 scalars = self.analyse(trainer, pl_module, tag)
         finally:
             pl_module.train(was_training)
+        self.results[tag] = dict(scalars or {})
         if scalars and trainer.loggers:
             step = trainer.global_step
             for logger in trainer.loggers:
@@ -115,8 +117,27 @@ class AnalysisCallback(Callback):
             self._run(trainer, pl_module, "fit_end")
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.at_test_end:
+        # Only the test split's pass: the rotated test passes that follow it (rotated_test) test
+        # the same weights, and the analysis batch does not depend on them.
+        if self.at_test_end and getattr(pl_module, "test_prefix", "test") == "test":
             self._run(trainer, pl_module, "test")
+
+    def final_results(self) -> dict[str, float]:
+        """The scalars of the last analysis of the run: the tested checkpoint's if it ran,
+        else the final weights', else the latest epoch's (empty if it never ran)."""
+        for tag in ("test", "fit_end"):
+            if tag in self.results:
+                return self.results[tag]
+        return self.results[max(self.results)] if self.results else {}
+
+
+def analysis_results(trainer: Trainer) -> dict[str, float]:
+    """:meth:`AnalysisCallback.final_results` of every analysis callback of ``trainer``."""
+    out: dict[str, float] = {}
+    for cb in trainer.callbacks:
+        if isinstance(cb, AnalysisCallback):
+            out.update(cb.final_results())
+    return out
 
 
 def log_table(trainer: Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
