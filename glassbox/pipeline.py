@@ -137,7 +137,8 @@ def _finish_wandb() -> None:
 
 def _write_metrics(cfg: DictConfig, metrics: dict[str, Any], extra: dict[str, Any]) -> Path:
     path = Path(cfg.paths.output_dir) / "metrics.json"
-    atomic_write_json(path, {**extra, "metrics": metrics})
+    # insertion order: the analysis scalars stay in layer-depth order for the report's tables
+    atomic_write_json(path, {**extra, "metrics": metrics}, sort_keys=False)
     log.info("metrics written to %s", path)
     return path
 

@@ -117,6 +117,9 @@ def test_analysis_scalars_reach_metrics_json_and_the_report(sweep, tmp_path):
     # layers of one model only are blank in the other's column
     assert table.loc["features.0/invariance", "glassbox"] == ""
     assert table.loc["features.0/invariance", "alexnet"] != ""
+    rows = list(table.index)  # in layer-depth order (metrics.json keeps the logged order)
+    assert rows.index("representation.block1/invariance") < rows.index("output/invariance")
+    assert rows.index("features.3/invariance") < rows.index("features.10/invariance")
     assert "## equivariance (final analysis of each job)" in paths["markdown"].read_text()
 
 

@@ -25,9 +25,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
-def atomic_write_json(path: str | Path, data: Any) -> Path:
+def atomic_write_json(path: str | Path, data: Any, sort_keys: bool = True) -> Path:
     return atomic_write_text(
-        path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n"
+        path, json.dumps(data, indent=2, sort_keys=sort_keys, default=_jsonable) + "\n"
     )
 
 
