@@ -114,8 +114,10 @@ def test_streaming_grouped_and_single_pass_agree(tmp_path):
 def test_extra_rotated_test_passes_are_skipped(tmp_path):
     module = TinyModule(plain_cnn())
     module.test_prefix = "test_rot90"
-    logger = run(module, SeparabilityCallback(output_dir=tmp_path, classifiers=[]))
+    callback = SeparabilityCallback(output_dir=tmp_path, classifiers=[])
+    logger = run(module, callback)
     assert not any(k.startswith("separability/") for k in logger.metrics)
+    assert not (tmp_path / "separability").exists() and callback.final_results() == {}
 
 
 def test_bad_config(tmp_path):

@@ -17,7 +17,6 @@ Score-CAM (AD/AI on the held-out images, same layer), and writes into
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,8 +30,6 @@ from glassbox.interpret import (
     RepresentativeInterpreter,
     compare_saliency_methods,
 )
-
-log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -113,11 +110,6 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
 
     # ------------------------------------------------------------------ analysis
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
-        if tag == "test" and getattr(pl_module, "test_prefix", "test") != "test":
-            log.info(
-                "interpretation: skipping the extra test pass (reported on the plain test split)"
-            )
-            return {}
         dm = trainer.datamodule
         net = pl_module.net
         device = pl_module.device

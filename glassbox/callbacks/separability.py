@@ -144,13 +144,6 @@ class SeparabilityCallback(AnalysisCallback):
 
     # ------------------------------------------------------------------ analysis
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
-        prefix = getattr(pl_module, "test_prefix", "test")
-        if tag == "test" and prefix != "test":
-            log.info(
-                "separability: skipping the extra test pass %r (reported on the plain test split)",
-                prefix,
-            )
-            return {}
         net = pl_module.net
         dm = trainer.datamodule
         model = self.model_name or getattr(pl_module, "name", "") or type(net).__name__
