@@ -259,9 +259,17 @@ def _mean_std(summary: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     out = summary[["group", "n"]].copy()
     for m in metrics:
         out[m] = [
-            f"{mu:.4f} ± {sd:.4f}" for mu, sd in zip(summary[f"{m}/mean"], summary[f"{m}/std"])
+            _cell(mu, sd, n, ".4f", ".4f")
+            for mu, sd, n in zip(summary[f"{m}/mean"], summary[f"{m}/std"], summary["n"])
         ]
     return out
+
+
+def _cell(mean, std, n, mean_fmt: str, std_fmt: str) -> str:
+    """``mean ± std``; the mean alone for a group of one job (no spread to report)."""
+    if pd.isna(mean):
+        return ""
+    return f"{mean:{mean_fmt}}" if n == 1 else f"{mean:{mean_fmt}} ± {std:{std_fmt}}"
 
 
 def analysis_tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -276,8 +284,7 @@ def analysis_tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
         prefix, _, name = metric.partition("/")
         row = {"metric": name}
         for _, r in summary.iterrows():
-            mu, sd = r[f"{metric}/mean"], r[f"{metric}/std"]
-            row[r["group"]] = "" if pd.isna(mu) else f"{mu:.4g} ± {sd:.2g}"
+            row[r["group"]] = _cell(r[f"{metric}/mean"], r[f"{metric}/std"], r["n"], ".4g", ".2g")
         tables.setdefault(prefix, []).append(row)
     return {prefix: pd.DataFrame(rows) for prefix, rows in tables.items()}
 

@@ -213,3 +213,6 @@ def test_report_errors_and_failed_jobs(tmp_path):
     assert summary.loc["glassbox", "test/acc/mean"] == pytest.approx(0.6)
     assert summary.loc["glassbox", "test/acc/std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
     assert "2 of 3 jobs finished" in report.write_report([sweep])["markdown"].read_text()
+    # a group of one job (an Optuna trial): its mean, no "± 0"
+    single = report.write_report([sweep / "0"], tmp_path / "single")["markdown"].read_text()
+    assert "| glassbox | 1 | 0.5000 |" in single and "0.5000 ±" not in single
