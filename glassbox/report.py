@@ -315,7 +315,10 @@ def write_report(
     md += ["## Summary", "", markdown_table(_mean_std(summary, headline)), ""]
     if not curves.empty:
         table = curves.assign(
-            value=[f"{m:.4f} ± {s:.4f}" for m, s in zip(curves["mean"], curves["std"])]
+            value=[
+                _cell(m, s, n, ".4f", ".4f")
+                for m, s, n in zip(curves["mean"], curves["std"], curves["n"])
+            ]
         )
         wide = table.pivot(index="angle", columns="group", values="value")
         wide = wide[list(dict.fromkeys(curves["group"]))].reset_index()  # groups in sweep order

@@ -215,4 +215,5 @@ def test_report_errors_and_failed_jobs(tmp_path):
     assert "2 of 3 jobs finished" in report.write_report([sweep])["markdown"].read_text()
     # a group of one job (an Optuna trial): its mean, no "± 0"
     single = report.write_report([sweep / "0"], tmp_path / "single")["markdown"].read_text()
-    assert "| glassbox | 1 | 0.5000 |" in single and "0.5000 ±" not in single
+    assert "| glassbox | 1 | 0.5000 |" in single and "| 90° | 0.2500 |" in single
+    assert "0.5000 ±" not in single and "0.2500 ±" not in single
