@@ -34,6 +34,31 @@ FAST = [
     "data.batch_size=16",
 ]
 
+# FAST for evaluate.py: evaluate.yaml has no data/model nodes and no training loop
+EVAL_FAST = [
+    o
+    for o in FAST
+    if not o.startswith(
+        (
+            "callbacks.model_summary",
+            "trainer.max_epochs",
+            "trainer.limit_train",
+            "trainer.limit_val",
+            "data.",
+        )
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests: on a shared 2-core machine thread
+    hand-offs cost more than they save (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 def compose(config_name: str, overrides: list[str], tmp_path: Path):
     """Compose a config like the entry scripts do, with run/log dirs inside ``tmp_path``."""
@@ -70,20 +95,7 @@ def cfg_train(tmp_path):
 @pytest.fixture
 def cfg_eval(tmp_path):
     """Factory: ``cfg_eval(*overrides)`` → a fast evaluate config writing into ``tmp_path/eval``."""
-    fast = [
-        o
-        for o in FAST
-        if not o.startswith(
-            (
-                "callbacks.model_summary",
-                "trainer.max_epochs",
-                "trainer.limit_train",
-                "trainer.limit_val",
-                "data.",
-            )
-        )
-    ]
-    fast.append("callbacks.separability=null")
+    fast = [*EVAL_FAST, "callbacks.separability=null"]
     return lambda *overrides: compose("evaluate", [*fast, *overrides], tmp_path / "eval")
 
 

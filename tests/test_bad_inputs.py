@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import FAST, compose
+from conftest import EVAL_FAST, FAST, compose
 from glassbox import pipeline
 from glassbox.checkpoints import load_model
 from glassbox.models.module import CHECKPOINT_KEY
@@ -34,20 +34,6 @@ TINY = [
     "model.net.reduced_dim=4",
     "model.net.classifier_hidden=[8]",
     "+model.pca_fit_samples=128",
-]
-# evaluate.yaml has no data/model nodes and no training loop
-EVAL_FAST = [
-    o
-    for o in FAST
-    if not o.startswith(
-        (
-            "callbacks.model_summary",
-            "trainer.max_epochs",
-            "trainer.limit_train",
-            "trainer.limit_val",
-            "data.",
-        )
-    )
 ]
 TABLE: list[tuple[str, str, str]] = []  # (area, input, message)
 

@@ -9,14 +9,7 @@ from torch import nn
 from glassbox.callbacks.interpretation import RepresentativeInterpretationCallback
 from helpers import RecordingLogger, TensorDataModule, TinyModule, tiny_trainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
 
 
 def make_images(n, generator):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_script
+from conftest import FAST, run_script
 from glassbox import report
 
 ANGLES = [0, 90, 180]
@@ -26,23 +26,13 @@ def sweep(tmp_path_factory) -> Path:
         "-m",
         "model=glassbox,alexnet",
         "seed=1,2",
+        *(o for o in FAST if not o.startswith(("logger=", "callbacks.equivariance.num_images"))),
         "logger=[csv,wandb]",
         f"rotated_test.angles=[{','.join(map(str, ANGLES))}]",
         "+model.pca_fit_samples=64",
-        "trainer=cpu",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1",
-        "trainer.enable_model_summary=false",
-        "callbacks.rich_progress_bar=null",
-        "callbacks.model_summary=null",
-        # the equivariance report on the tested checkpoint only, cheap
-        "callbacks.equivariance.every_n_epochs=0",
-        "callbacks.equivariance.at_fit_end=false",
+        # FAST runs the equivariance report on the tested checkpoint only; cheaper still
         "callbacks.equivariance.num_images=8",
         "callbacks.equivariance.measures=[invariance,consistency]",
-        "data.batch_size=16",
         f"paths.log_dir={log_dir}",
         env={"WANDB_MODE": "offline"},
         timeout=600,
