@@ -21,6 +21,7 @@ from glassbox.checkpoints import (
     net_name,
     resolve_resume_path,
 )
+from glassbox.devices import check_trainer_devices
 from glassbox.errors import ConfigError, NonFiniteLossError
 from glassbox.launchers import ddp_job
 from glassbox.resume import RNGStateCallback
@@ -79,6 +80,7 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    check_trainer_devices(cfg.trainer)  # trainer=gpu without CUDA etc.: one line, before any logger
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, bool(loggers))
     return hydra.utils.instantiate(

@@ -16,6 +16,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from glassbox.devices import full_precision
 from glassbox.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,12 @@ class ClassificationModule(pl.LightningModule):
         ]
         was_training = self.net.training
         self.net.eval()
-        feats = torch.cat([self.net.layers(b.to(self.device)).invariant for b in images.split(256)])
+        # on the module's device and in its dtype, outside any autocast (16-mixed): the fit is exact
+        dtype = next(self.net.parameters()).dtype
+        with full_precision():
+            feats = torch.cat(
+                [self.net.layers(b.to(self.device, dtype)).invariant for b in images.split(256)]
+            )
         self.net.train(was_training)
         reduction.fit(feats)
         kept = reduction.variance_kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from glassbox.devices import full_precision
 from glassbox.errors import ConfigError
 
 REDUCTIONS = ("linear", "pca")
@@ -63,21 +64,29 @@ class Reduction(nn.Module):
 
     @torch.no_grad()
     def fit(self, features: torch.Tensor) -> torch.Tensor:
-        """Set the map to PCA of ``features`` (N, in_dim); return the explained-variance ratios."""
+        """Set the map to PCA of ``features`` (N, in_dim); return the explained-variance ratios.
+
+        The fit runs on ``features``' device, in float64 (or the features' own dtype when it is
+        wider), outside autocast, whatever the trainer's precision; the results are then copied
+        into the layer's parameters and buffers in their own device and dtype."""
         if features.ndim != 2 or features.shape[1] != self.linear.in_features:
             raise ConfigError(
                 f"PCA expects (N, {self.linear.in_features}) features, got {tuple(features.shape)}"
             )
         if features.shape[0] < 2:
             raise ConfigError("PCA needs at least two training samples")
-        x = features.double()
+        dtype = torch.promote_types(features.dtype, torch.float64)
+        with full_precision():
+            return self._fit(features.to(dtype))
+
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(0)
         # Eigen-decomposition of the covariance: rows of V^T are the principal axes.
         _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
         var = s**2
         ratio = var / var.sum().clamp_min(1e-30)
         k = self.linear.out_features
-        components = torch.zeros(k, x.shape[1], dtype=torch.float64)
+        components = x.new_zeros(k, x.shape[1])
         components[: min(k, vt.shape[0])] = vt[:k]
         # Fix each axis's sign (largest |loading| positive) so the fit is deterministic.
         sign = (
