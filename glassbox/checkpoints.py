@@ -188,16 +188,31 @@ def resume_candidates(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
+def _requeued() -> int:
+    """How many times SLURM has requeued this job (0 outside SLURM or on the first start)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    except ValueError:
+        return 0
+
+
 def resolve_resume_path(ckpt_path: str | Path | None, run_dir: str | Path) -> str | None:
     """Turn the ``ckpt_path`` option of ``train.py`` into a checkpoint file (or ``None``).
 
     ``"last"`` means the newest readable checkpoint of ``run_dir`` (see :func:`resume_candidates`;
     an unreadable one is skipped with a warning). When there is none, training starts from scratch
     with a warning, so a SLURM script can always pass ``ckpt_path=last``. Any other value must be an
-    existing glassbox checkpoint (checked by :func:`load_checkpoint`).
+    existing glassbox checkpoint (checked by :func:`load_checkpoint`). In a job SLURM requeued
+    (``SLURM_RESTART_COUNT`` ≥ 1, by preemption, ``scontrol requeue`` or submitit) no ``ckpt_path``
+    also means ``"last"`` when the run directory holds a checkpoint, so a requeue never restarts a
+    run from scratch over its own checkpoints.
     """
     if ckpt_path is None or str(ckpt_path) in ("", "None", "null"):
-        return None
+        if not _requeued() or not resume_candidates(run_dir):
+            return None
+        # A requeued SLURM job runs its command again in the same run directory: continue it.
+        log.info("SLURM job requeued (SLURM_RESTART_COUNT=%s): resuming", _requeued())
+        ckpt_path = "last"
     if str(ckpt_path) == "last":
         for candidate in resume_candidates(run_dir):
             try:

@@ -156,3 +156,91 @@ def ddp_job() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# --------------------------------------------------------------------------- ranks
+def process_rank() -> int:
+    """This process's global rank as the launcher set it, before any process group exists.
+
+    ``RANK`` (torchrun, Lightning), then ``SLURM_PROCID`` (one process per ``srun`` task, also
+    under submitit), then Lightning's DDP children (``NODE_RANK``/``LOCAL_RANK``; any non-zero one
+    means not rank 0); 0 for a plain process."""
+    for key in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(key)
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except ValueError:
+                break
+    try:
+        node, local = int(os.environ.get("NODE_RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    except ValueError:
+        return 0
+    return node * 1_000_000 + local  # only "is it zero" matters before the group exists
+
+
+def rank_zero_subdir(subdir: str | None = ".hydra") -> str | None:
+    """``hydra.output_subdir``: ``subdir`` on global rank 0, ``None`` (Hydra writes no ``.hydra/``)
+    on every other rank, so that one process per GPU (``srun``) leaves one copy of the config."""
+    return subdir if process_rank() == 0 else None
+
+
+class RankZeroFileHandler(logging.FileHandler):
+    """The job log's file handler (``hydra.job_logging.handlers.file``): global rank 0 writes
+    ``<run dir>/<task>.log``; the other ranks of a SLURM/torchrun job log to the console only
+    (their handler writes to ``os.devnull``), so the log holds each line once."""
+
+    def __init__(self, filename, mode: str = "a", encoding=None, delay: bool = False, errors=None):
+        if process_rank() != 0:
+            filename, delay = os.devnull, True
+        super().__init__(filename, mode=mode, encoding=encoding, delay=delay, errors=errors)
+
+
+# --------------------------------------------------------------------------- SLURM resources
+class LauncherConfigError(GlassboxError, CompactHydraException, InterpolationResolutionError):
+    """The SLURM launcher's resources cannot be derived from the trainer config (raised inside
+    an interpolation, so Hydra prints the message rather than a traceback)."""
+
+
+def _slurm_devices(accelerator, devices) -> tuple[bool, int]:
+    """(wants GPUs, processes per node) for the SLURM request of a trainer config."""
+    from omegaconf import ListConfig
+
+    acc = str(accelerator or "auto").lower()
+    gpu = acc in ("gpu", "cuda", "auto")  # auto on a GPU partition means the node's GPUs
+    if acc not in ("gpu", "cuda", "auto", "cpu"):
+        raise LauncherConfigError(
+            f"trainer.accelerator={accelerator} cannot be sized for SLURM; use trainer=cpu, "
+            "trainer=gpu or trainer=ddp (accelerator cpu, gpu or auto)"
+        )
+    if isinstance(devices, list | tuple | ListConfig):
+        return gpu, len(devices)
+    text = str(devices).strip()
+    if "," in text and all(p.strip().isdigit() for p in text.split(",") if p.strip()):
+        return gpu, len([p for p in text.split(",") if p.strip()])
+    if text.lstrip("-").isdigit() and int(text) >= 1:
+        return gpu, int(text)
+    if text in ("auto", "-1", "None") and not gpu:
+        return False, 1  # Lightning runs one CPU process for devices=auto
+    raise LauncherConfigError(
+        f"trainer.devices={devices} cannot size a SLURM request (the GPUs are counted on the compute "
+        "node, not where the job is submitted); set the number per node, e.g. trainer.devices=4 "
+        "(or a list such as trainer.devices=[0,1])"
+    )
+
+
+def slurm_gpus_per_node(accelerator, devices) -> int | None:
+    """``hydra.launcher.gpus_per_node``: the trainer's device count, ``None`` (no GPU request)
+    for a CPU trainer."""
+    gpu, count = _slurm_devices(accelerator, devices)
+    return count if gpu else None
+
+
+def slurm_tasks_per_node(accelerator, devices) -> int:
+    """``hydra.launcher.tasks_per_node``: one SLURM task per device (GPU, or CPU DDP process)."""
+    return _slurm_devices(accelerator, devices)[1]
+
+
+def under_submitit() -> bool:
+    """Whether this process is a job that submitit's SLURM executor started (it owns requeue)."""
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"

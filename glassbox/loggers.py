@@ -73,16 +73,88 @@ def resolve_mode(mode: str = "auto") -> str:
     return mode
 
 
-def wandb_logger(mode: str = "auto", save_dir: str | Path = ".", **kwargs: Any):
-    """A Lightning ``WandbLogger`` in the resolved mode; its files go under ``save_dir``."""
+RUN_ID_FILE = Path("wandb") / "run_id"
+
+
+def run_id(save_dir: str | Path) -> str | None:
+    """The W&B run id of the run directory ``save_dir``: read from ``<save_dir>/wandb/run_id``, or
+    drawn and stored there on the first start, so that a resumed or requeued run (same run dir)
+    continues the same W&B run. ``None`` on ranks other than 0, which never start a W&B run."""
+    from glassbox.launchers import process_rank
+
+    path = Path(save_dir) / RUN_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    if process_rank() != 0:
+        return None
+    import secrets
+    import string
+
+    from glassbox.utils.io import atomic_write_text
+
+    # W&B's own id format: 8 characters of [a-z0-9]
+    new = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, new + "\n")
+    return new
+
+
+def wandb_logger(
+    mode: str = "auto",
+    save_dir: str | Path = ".",
+    log_model: bool | str = False,
+    id: str | None = None,  # noqa: A002  (W&B's name for it)
+    **kwargs: Any,
+):
+    """A Lightning ``WandbLogger`` in the resolved mode; its files go under ``save_dir``.
+
+    The run id is ``id`` or the one stored in the run directory (:func:`run_id`), with
+    ``resume="allow"``: a resumed or requeued run logs into the same W&B run. ``log_model``
+    (``true``: best and last checkpoints as artifacts at the end of training; ``all``: every
+    checkpoint as it is written) needs a server: offline or disabled, it is turned off with a
+    warning instead of failing."""
     from lightning.pytorch.loggers import WandbLogger
 
     resolved = resolve_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    if log_model and resolved != "online":
+        log.warning(
+            "W&B is %s: logger.wandb.log_model=%s is turned off (checkpoints upload only online; "
+            "they stay in the run directory)",
+            resolved,
+            log_model,
+        )
+        log_model = False
     kwargs.setdefault("settings", _settings())
+    kwargs.setdefault("resume", "allow")
     return WandbLogger(
-        save_dir=str(save_dir), offline=resolved == "offline", mode=resolved, **kwargs
+        save_dir=str(save_dir),
+        offline=resolved == "offline",
+        mode=resolved,
+        log_model=log_model,
+        id=id or run_id(save_dir),
+        **kwargs,
     )
+
+
+def wandb_job_suffix() -> str:
+    """``-job<n>`` for job ``n`` of a Hydra multirun, ``-slurm<job id>`` inside a SLURM job (array
+    jobs: ``<array id>_<task id>``): with model and seed in the name, every job's run name is unique."""
+    parts = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            parts.append(f"job{hc.job.num}")
+    except (ValueError, ImportError):
+        pass
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    slurm = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+    if slurm:
+        parts.append(f"slurm{slurm}")
+    return "".join(f"-{p}" for p in parts)
 
 
 def _settings():

@@ -196,6 +196,17 @@ def slurm_environment(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1"
             name,
         )
         return LightningEnvironment()
+    from glassbox.launchers import under_submitit
+
+    if auto_requeue and under_submitit():
+        # hydra/launcher=slurm: submitit owns requeue (USR2 → checkpoint → requeue); two
+        # mechanisms would each `scontrol requeue` the job.
+        log.info(
+            "trainer=slurm under submitit's SLURM launcher: submitit requeues the job on its "
+            "signal (USR2), Lightning's requeue-on-%s is off",
+            name,
+        )
+        auto_requeue = False
     return SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=getattr(signal, name))
 
 
