@@ -146,3 +146,31 @@ def test_train_py_trainer_gpu_without_cuda_says_how_to_fix(tmp_path):
     assert "trainer=cpu" in last and "trainer.accelerator=cpu" in last
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+# --------------------------------------------------------------------------- analyses under autocast
+def test_exact_analyses_ignore_an_enclosing_autocast():
+    """A 16-mixed trainer's autocast region around an analysis call changes nothing: the
+    decision boundaries and the layerwise equivariance errors equal those computed outside
+    (bfloat16 would be off by ~1e-2)."""
+    from torch import nn
+
+    from glassbox.equivariance import measure_layerwise
+    from glassbox.interpret import decision_boundaries
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    alpha = torch.randn(20, 6, 2, 2)
+    ref = decision_boundaries(head, alpha)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = decision_boundaries(head, alpha)
+    assert got.weight.dtype == torch.float32
+    torch.testing.assert_close(got.weight, ref.weight, rtol=0, atol=0)
+    torch.testing.assert_close(got.bias, ref.bias, rtol=0, atol=0)
+
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(6, 1, 8, 8)
+    want = [r.value for r in measure_layerwise(conv, x, "C4", layers=["0"])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        have = [r.value for r in measure_layerwise(conv, x, "C4", layers=["0"])]
+    assert have == want

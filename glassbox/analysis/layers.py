@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from glassbox.devices import full_precision
+
 INPUT = "pixels"
 GLASSBOX_FIELDS = ("invariant_map", "invariant", "equivariant", "reduced", "logits")
 GLASSBOX_DEFAULT_FIELDS = ("invariant", "reduced", "logits")
@@ -190,6 +192,7 @@ def _eval(model: nn.Module, enabled: bool) -> Iterator[None]:
         model.train(was_training)
 
 
+@full_precision()  # exact arithmetic even inside a 16-mixed autocast region
 @torch.no_grad()
 def collect_features(
     model: nn.Module,

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from glassbox.analysis.layers import INPUT, LayerSpec, collect_features, iter_batches
+from glassbox.devices import full_precision
 from glassbox.metrics.separability import (
     MEASURES,
     ClassSeparability,
@@ -30,6 +31,7 @@ def _num_classes(labels: Tensor, num_classes: int | None) -> int:
     return max(int(labels.max()) + 1, 2) if labels.numel() else 2
 
 
+@full_precision()  # exact arithmetic even inside a 16-mixed autocast region
 def class_separability(
     features: Tensor, labels: Tensor, num_classes: int | None = None
 ) -> dict[str, float]:
@@ -70,6 +72,7 @@ def separability_table(
     return rows
 
 
+@full_precision()  # exact arithmetic even inside a 16-mixed autocast region
 @torch.no_grad()
 def layerwise_separability(
     model: nn.Module,

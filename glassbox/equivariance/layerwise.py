@@ -20,6 +20,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from glassbox.devices import full_precision
 from glassbox.equivariance.actions import fibre_action, is_geometric_tensor
 from glassbox.equivariance.engine import Workspace, measure_layer, shared_workspace
 from glassbox.equivariance.groups import (
@@ -292,6 +293,7 @@ def _model_output(out) -> torch.Tensor:
 # --------------------------------------------------------------------------- main entry
 
 
+@full_precision()  # exact arithmetic even inside a 16-mixed autocast region
 def measure_layerwise(
     model: nn.Module,
     images: torch.Tensor,

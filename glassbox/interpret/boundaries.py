@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glassbox.devices import full_precision
 from glassbox.interpret.split import _has_inplace, _head_leaves, assert_piecewise_linear, run_head
 
 __all__ = ["LinearBoundaries", "decision_boundaries", "logits_and_pairs"]
@@ -273,6 +274,7 @@ def _boundaries_of_batch(
     return w, b, p, q
 
 
+@full_precision()  # exact arithmetic even inside a 16-mixed autocast region
 def decision_boundaries(
     head: nn.Module,
     alpha: Tensor,

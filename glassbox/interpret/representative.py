@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from glassbox.devices import full_precision
 from glassbox.interpret.boundaries import LinearBoundaries, logits_and_pairs
 from glassbox.interpret.heatmap import interpretation_heatmaps
 from glassbox.interpret.ranking import rank_by_interpretation
@@ -121,6 +122,7 @@ class RepresentativeInterpreter:
         batch_size: images per forward pass.
     """
 
+    @full_precision()  # exact arithmetic even inside a 16-mixed autocast region
     def __init__(
         self,
         model: nn.Module,
@@ -208,6 +210,7 @@ class RepresentativeInterpreter:
         return members
 
     # ------------------------------------------------------------------ core
+    @full_precision()  # exact arithmetic even inside a 16-mixed autocast region
     def interpret(self, seed_index: int, delta: int | None = None) -> Interpretation:
         """The representative interpretation seeded from reference image ``seed_index``."""
         n = len(self.features)
