@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train evaluate test test-all bench lint format clean
+.PHONY: venv train evaluate test test-all test-gpu bench lint format clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,14 @@ test: venv
 test-all: venv
 	WANDB_MODE=disabled $(PY) -m pytest -q -m "slow or not slow" $(ARGS)
 
+# The GPU tests (tests/test_gpu.py); without CUDA each is reported as skipped with the reason.
+test-gpu: venv
+	WANDB_MODE=disabled $(PY) -m pytest -q -rs -m gpu $(ARGS)
+
+# DEVICE=cuda runs them on the GPU (make bench DEVICE=cuda)
+DEVICE ?= cpu
 bench: venv
-	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do $(PY) $$f --device $(DEVICE) || exit 1; done
 
 lint: venv
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .

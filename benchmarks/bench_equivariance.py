@@ -12,17 +12,17 @@ load hits all variants alike), it times:
 
 It prints medians and the ratios report / forward (target ≤ 1.3) and lie / one forward.
 
-    python benchmarks/bench_equivariance.py [--rounds 7] [--batch 64] [--group C4] [--threads 1]
+    python benchmarks/bench_equivariance.py [--rounds 7] [--batch 64] [--group C4] [--threads 1] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import torch
+from _device import add_device_argument, clock, describe, resolve_device
 from torch import nn
 
 from glassbox.equivariance import FINITE_MEASURES, get_group, measure_layerwise, transform_images
@@ -39,10 +39,10 @@ def _models(channels: int, size: int) -> dict[str, nn.Module]:
     }
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _timed(fn, device) -> float:
+    start = clock(device)
     fn()
-    return time.perf_counter() - start
+    return clock(device) - start
 
 
 def bench(model: nn.Module, images: torch.Tensor, group: str, rounds: int) -> dict[str, float]:
@@ -85,7 +85,7 @@ def bench(model: nn.Module, images: torch.Tensor, group: str, rounds: int) -> di
         if r % 2:  # alternate the order so no variant always runs right after another
             order.reverse()
         for name, fn in order:
-            times[name].append(_timed(fn))
+            times[name].append(_timed(fn, images.device))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--group", default="C4")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -105,6 +105,7 @@ def main() -> None:
         "ops at every barrier, which swamps what is measured; 0 keeps torch's default)",
     )
     args = parser.parse_args()
+    args.device = resolve_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -114,7 +115,7 @@ def main() -> None:
     print(
         f"layerwise equivariance report vs plain forward passes: group {args.group} (|G| = {order}: the "
         f"original + {order - 1} transformed copies), batch {args.batch}, {args.size}×{args.size}, "
-        f"device {args.device}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds"
+        f"device {describe(args.device)}, median of {args.rounds} interleaved rounds"
     )
     for name, model in _models(args.channels, args.size).items():
         model.to(args.device)

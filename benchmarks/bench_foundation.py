@@ -8,19 +8,21 @@ The plain CNN has exactly the glass-box layer shapes: Conv2d(C_in·|G| → C_out
 BatchNorm2d → ReLU → MaxPool2d per block, a channel max over each field's |G| channels, global
 average pool, the reduction Linear and the classifier MLP.
 
-    python benchmarks/bench_foundation.py [--batch 64] [--reps 15]
+    python benchmarks/bench_foundation.py [--batch 64] [--reps 15] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _device import add_device_argument, clock, describe, resolve_device
 from torch import nn
 
 from glassbox.models.glassbox_net import GlassBoxNet, mlp
+
+DEVICE = torch.device("cpu")
 
 
 class ChannelMax(nn.Module):
@@ -58,10 +60,10 @@ def plain_twin(
 
 
 def time_call(fn, inner: int) -> float:
-    start = time.perf_counter()
+    start = clock(DEVICE)
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - start) / inner
+    return (clock(DEVICE) - start) / inner
 
 
 def train_step_fn(model, x, y):
@@ -83,7 +85,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--inner", type=int, default=3)
+    add_device_argument(parser)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     torch.manual_seed(0)
     cfg = dict(
         widths=(8, 16, 32),
@@ -101,15 +106,16 @@ def main() -> None:
         classifier_hidden=cfg["hidden"],
         reduction="linear",
     )
-    plain = plain_twin(gb, **cfg)
-    x = torch.randn(args.batch, 1, 32, 32)
-    y = torch.randint(0, 10, (args.batch,))
+    gb.to(DEVICE)
+    plain = plain_twin(gb, **cfg).to(DEVICE)
+    x = torch.randn(args.batch, 1, 32, 32, device=DEVICE)
+    y = torch.randint(0, 10, (args.batch,), device=DEVICE)
 
     steps = {
         "glassbox": train_step_fn(gb.train(), x, y),
         "plain": train_step_fn(plain.train(), x, y),
     }
-    exported = gb.eval().export()
+    exported = gb.eval().export().to(DEVICE)
     plain.eval()
     infer = {
         "exported": lambda: exported(x),
@@ -140,7 +146,8 @@ def main() -> None:
         infer_ratios.append(t["exported"] / t["plain_eval"])
     med = {k: statistics.median(v) * 1e3 for k, v in results.items()}
     print(
-        f"batch {args.batch}, 1x32x32 images, C8 regular fields {cfg['widths']}, {args.reps} reps (medians)"
+        f"batch {args.batch}, 1x32x32 images, C8 regular fields {cfg['widths']}, {args.reps} reps (medians), "
+        f"device {describe(DEVICE)}"
     )
     print(
         f"  train step: glass-box {med['glassbox']:.1f} ms, plain CNN {med['plain_train']:.1f} ms"

@@ -174,3 +174,26 @@ def test_exact_analyses_ignore_an_enclosing_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         have = [r.value for r in measure_layerwise(conv, x, "C4", layers=["0"])]
     assert have == want
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    "script", ["bench_foundation.py", "bench_equivariance.py", "bench_ldb.py", "bench_scsc.py"]
+)
+def test_benchmarks_device_cuda_without_cuda_is_one_line(script):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and proc.stdout.strip() == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --device cuda but CUDA is not available here (torch {torch.__version__}, "
+        "torch.cuda.is_available() is False); run on a GPU machine or with --device cpu"
+    ]
