@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,11 @@ def test_resumed_run_continues_the_same_wandb_run(cfg_train, tmp_path, offline):
     assert again._wandb_init["resume"] == "allow"
     wandb.finish()
     offline_runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 2 and all(name.endswith(run_id) for name in offline_runs)
+    # offline-run-<time>-<id>, plus "-1" when both started within the same second
+    assert len(offline_runs) == 2
+    assert all(
+        re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", n) for n in offline_runs
+    )
 
     other = tmp_path / "other"
     with pytest.MonkeyPatch.context() as mp:
@@ -138,6 +143,9 @@ def test_train_py_resume_logs_into_the_same_offline_run(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert (run_dir / "wandb" / "run_id").read_text().strip() == run_id
     segments = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(segments) == 2 and all(p.name.endswith(run_id) for p in segments)
+    assert len(segments) == 2
+    assert all(
+        re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", p.name) for p in segments
+    )
     assert "test/acc" in json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert Path(run_dir / "checkpoints" / "last.ckpt").is_file()
