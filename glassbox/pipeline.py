@@ -40,14 +40,14 @@ register_schemas()  # the resolvers and the config schemas, before Hydra compose
 # ConfigError naming that node (glassbox.config.errors.building): the entry points print it as
 # `error: <key>: <cause>`.
 def build_datamodule(cfg: DictConfig, **overrides: Any):
-    with building("data"):
+    with building("data", cfg):
         dm = hydra.utils.instantiate(cfg.data, **overrides)
         dm.setup("fit")
     return dm
 
 
 def build_module(cfg: DictConfig, dm) -> pl.LightningModule:
-    with building("model"):
+    with building("model", cfg):
         module = hydra.utils.instantiate(cfg.model)
     net = module.net
     for attr, have in (
@@ -87,7 +87,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
         if not has_logger and conf._target_.endswith("LearningRateMonitor"):
             log.info("no logger configured: skipping the %s callback", name)
             continue
-        with building(f"callbacks.{name}"):
+        with building(f"callbacks.{name}", cfg):
             callbacks.append(hydra.utils.instantiate(conf))
     # Random streams go into every checkpoint so a resumed run continues them exactly.
     callbacks.append(RNGStateCallback())
@@ -109,7 +109,7 @@ def has_logger(cfg: DictConfig) -> bool:
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
     for name, conf in _logger_nodes(cfg).items():
-        with building(f"logger.{name}"):
+        with building(f"logger.{name}", cfg):
             loggers.append(hydra.utils.instantiate(conf))
     return loggers
 
@@ -124,7 +124,7 @@ def build_trainer(
     if module is not None:
         check_callbacks(callbacks, module)
     loggers = build_loggers(cfg)
-    with building("trainer"):
+    with building("trainer", cfg):
         return hydra.utils.instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, **kwargs
         )

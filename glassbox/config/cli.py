@@ -73,7 +73,8 @@ def _description(path: Path, limit: int = 100) -> str:
             break
         comment.append(line)
     if comment:
-        first = re.split(r"(?<=[.:;])\s", " ".join(comment), maxsplit=1)[0].rstrip(".:;")
+        text = re.sub(r"\s*\(DESIGN\.md[^)]*\)", "", " ".join(comment))
+        first = re.split(r"(?<=[.;])\s|:\s+(?=[a-z#`])", text, maxsplit=1)[0].rstrip(".:;")
         return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
     defaults = re.search(r"^defaults:\n((?:\s+- .*\n?)+)", text, re.M)
     if defaults:

@@ -73,15 +73,32 @@ def _schema_keys(object_type) -> list[str]:
     return [f.name for f in dataclasses.fields(object_type) if not f.name.startswith("_")]
 
 
-def build_error(key: str, err: BaseException) -> GlassboxError:
-    """The one-line user error for ``err``, raised while building the config node at ``key``."""
+def _existing_key(root, key: str) -> str | None:
+    """``key`` if it names a node of ``root``; OmegaConf writes a list item ``a.b.1`` as
+    ``a.b1`` in Hydra's ``full_key``, so that form is tried too."""
+    from omegaconf import OmegaConf
+
+    if root is None:
+        return key
+    if OmegaConf.select(root, key, default=None, throw_on_missing=False) is not None:
+        return key
+    m = re.fullmatch(r"(.*[^\d.])(\d+)", key)
+    if m and OmegaConf.select(root, f"{m.group(1)}.{m.group(2)}", default=None) is not None:
+        return f"{m.group(1)}.{m.group(2)}"
+    return None
+
+
+def build_error(key: str, err: BaseException, root=None) -> GlassboxError:
+    """The one-line user error for ``err``, raised while building the config node at ``key``
+    (of the config ``root``, when given: it lets the message name a deeper node that failed)."""
     from hydra.errors import InstantiationException
 
     cause = err
     while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
         node = re.search(r"full_key: (\S+)", str(cause))
-        if node and node.group(1).startswith(key):
-            key = node.group(1)  # the deeper node that failed (model.net inside model)
+        deeper = _existing_key(root, node.group(1)) if node else None
+        if deeper and deeper.startswith(key):
+            key = deeper  # the deeper node that failed (model.net inside model)
         cause = cause.__cause__
     if isinstance(cause, InstantiationException):  # Hydra's own: e.g. a _target_ not found
         text = _one_line(re.sub(r"\s*full_key: \S+", "", str(cause)))
@@ -123,14 +140,15 @@ def _parameters(target: str | None) -> list[str]:
 
 
 @contextmanager
-def building(key: str) -> Iterator[None]:
-    """Any exception raised inside becomes one :class:`ConfigError` naming ``key`` and the cause."""
+def building(key: str, root=None) -> Iterator[None]:
+    """Any exception raised inside becomes one :class:`ConfigError` naming ``key`` (a node of
+    the config ``root``) and the cause."""
     try:
         yield
     except Exception as err:
         if os.environ.get("GLASSBOX_TRACEBACK") == "1":
             raise
-        raise build_error(key, err) from err
+        raise build_error(key, err, root) from err
 
 
 def user_error(err: BaseException) -> GlassboxError | None:

@@ -216,7 +216,9 @@ class SchedulerConfig:
 
 @dataclass
 class ModelConfig:
-    """``glassbox.models.module.ClassificationModule``: cross-entropy training of ``net``."""
+    """``glassbox.models.module.ClassificationModule``: cross-entropy training of ``net``. It
+    also takes ``pca_fit_samples`` (training images that fit a PCA reduction, default 4096),
+    which the model configs leave out: add it with ``+model.pca_fit_samples=N``."""
 
     _target_: str = key("the LightningModule", "glassbox.models.module.ClassificationModule")
     name: str = key("the model's name, stored in checkpoints and run names", MISSING)
@@ -230,11 +232,15 @@ class ModelConfig:
 
 @dataclass
 class GlassBoxModelConfig(ModelConfig):
+    """``glassbox.models.module.ClassificationModule`` with the glass-box net."""
+
     net: GlassBoxNetConfig = key("the glass-box net", default_factory=GlassBoxNetConfig)
 
 
 @dataclass
 class AlexNetModelConfig(ModelConfig):
+    """``glassbox.models.module.ClassificationModule`` with the AlexNet net."""
+
     net: AlexNetConfig = key("the AlexNet net", default_factory=AlexNetConfig)
 
 
@@ -353,25 +359,32 @@ def _omegaconf_type(hint: Any) -> Any:
 
 
 def _docstring_args(cls: type) -> dict[str, str]:
-    """``name → first sentence`` from the ``Args:`` sections of ``cls`` and its bases."""
+    """``name → meaning`` from the Google-style ``Args:`` sections of ``cls`` and its bases
+    (``a, b:`` and ``a / b:`` share a meaning; ``...; c: text`` starts another entry)."""
     helps: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        doc = inspect.getdoc(klass) or ""
-        section = re.split(r"\n\s*Args[^\n]*:\s*\n", doc, maxsplit=1)
-        if len(section) < 2:
+        lines = (klass.__doc__ and inspect.cleandoc(klass.__doc__) or "").splitlines()
+        start = next((i for i, ln in enumerate(lines) if re.match(r"\s*Args\b", ln)), None)
+        if start is None:
             continue
-        current = None
-        for line in section[1].splitlines():
-            m = re.match(r"\s{0,8}(\w+(?:,\s*\w+)*):\s*(.*)", line)
-            if m and not line.startswith(" " * 9):
-                current = [n.strip() for n in m.group(1).split(",")]
-                for name in current:
-                    helps[name] = m.group(2).strip()
-            elif current and line.strip():
-                for name in current:
-                    helps[name] += " " + line.strip()
-            elif not line.strip():
-                current = None
+        while start < len(lines) and not lines[start].rstrip().endswith(":"):
+            start += 1  # a header that spans lines: "Args (besides ...\n   ...):"
+        entries: list[tuple[list[str], str]] = []
+        for line in lines[start + 1 :]:
+            if not line.strip():
+                break
+            m = re.match(r"\s{2,8}(\w+(?:\s*(?:,|/)\s*\w+)*):\s+(.*)", line)
+            if m and len(line) - len(line.lstrip()) <= 8:
+                entries.append((re.split(r"\s*(?:,|/)\s*", m.group(1)), m.group(2)))
+            elif entries:
+                names, text = entries[-1]
+                entries[-1] = (names, f"{text} {line.strip()}")
+        for names, text in entries:
+            parts = re.split(r";\s*(\w+):\s+", text)
+            for name in names:
+                helps[name] = parts[0]
+            for name, more in zip(parts[1::2], parts[2::2], strict=True):
+                helps[name] = more
     return {k: " ".join(v.replace("``", "`").split()) for k, v in helps.items()}
 
 
