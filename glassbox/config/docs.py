@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from glassbox.config import schemas
 from glassbox.config.cli import GROUPS, _description
