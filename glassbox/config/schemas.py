@@ -325,8 +325,8 @@ class EvaluateConfig(RunConfig):
     model_name: str | None = key(
         "assert the checkpoint holds this model (glassbox, alexnet); null: any", None
     )
-    data_overrides: Dict[str, Any] = key(
-        "merged into the checkpoint's data config, e.g. {batch_size: 256}", {}
+    data_overrides: Any = key(
+        "merged into the checkpoint's data config, e.g. data_overrides={batch_size: 256}", None
     )
     data: Any = key("data config (default: the checkpoint's)", None)
 
