@@ -113,13 +113,20 @@ def build_error(key: str, err: BaseException, root=None) -> GlassboxError:
             f"its spelling" + (f" (options: {', '.join(known)})" if known else "")
         )
     text = _one_line(cause) or type(cause).__name__
-    if not isinstance(cause, GlassboxError | ValueError | TypeError):
+    if not isinstance(cause, GlassboxError | ValueError | TypeError) and not _is_config_error(
+        cause
+    ):
         text = f"{type(cause).__name__}: {text}"
     if not re.match(rf"{re.escape(key)}\b", text):
         text = f"{key}: {text}"
     error = ConfigError(text)
     error.key = key
     return error
+
+
+def _is_config_error(err: BaseException) -> bool:
+    """Lightning's own "you configured it wrong" (its message needs no class name)."""
+    return type(err).__name__ == "MisconfigurationException"
 
 
 def _target_of(err: BaseException) -> str | None:
