@@ -47,14 +47,18 @@ def main(hydra_main: Callable[[], Any]) -> Any:
     raises; this sets it for the call so the error can be shortened here. A user who set
     ``HYDRA_FULL_ERROR=1`` gets Hydra's exception with its traceback, as Hydra documents.
     """
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    if before == "1":
         return hydra_main()
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with one_line_errors():
             return hydra_main()
     finally:
-        os.environ.pop("HYDRA_FULL_ERROR", None)
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 # --------------------------------------------------------------------------- --help
