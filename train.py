@@ -3,12 +3,14 @@
 python train.py                          # glass-box model on the embedded digits
 python train.py model=alexnet data=shapes
 python train.py -m model=glassbox,alexnet
+python train.py --help                   # config groups and options; docs/configuration.md
 """
 
 import hydra
 from omegaconf import DictConfig
 
 from glassbox import pipeline
+from glassbox.config import cli
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -17,4 +19,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +22,34 @@ from glassbox.checkpoints import (
     net_name,
     resolve_resume_path,
 )
+from glassbox.config import register as register_schemas
+from glassbox.config.checks import check_ranges
+from glassbox.config.errors import building, one_line_errors
+from glassbox.config.errors import user_error as _user_error
 from glassbox.devices import check_trainer_devices
 from glassbox.errors import ConfigError, NonFiniteLossError
 from glassbox.launchers import ddp_job
 from glassbox.resume import RNGStateCallback
-from glassbox.utils import resolvers
 from glassbox.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-resolvers.register()
+register_schemas()  # the resolvers and the config schemas, before Hydra composes
 
 
 # --------------------------------------------------------------------------- building blocks
+# Each build_* turns any exception raised while it builds an object from a config node into one
+# ConfigError naming that node (glassbox.config.errors.building): the entry points print it as
+# `error: <key>: <cause>`.
 def build_datamodule(cfg: DictConfig, **overrides: Any):
-    dm = hydra.utils.instantiate(cfg.data, **overrides)
-    dm.setup("fit")
+    with building("data", cfg):
+        dm = hydra.utils.instantiate(cfg.data, **overrides)
+        dm.setup("fit")
     return dm
 
 
 def build_module(cfg: DictConfig, dm) -> pl.LightningModule:
-    module = hydra.utils.instantiate(cfg.model)
+    with building("model", cfg):
+        module = hydra.utils.instantiate(cfg.model)
     net = module.net
     for attr, have in (
         ("in_channels", dm.channels),
@@ -53,8 +62,22 @@ def build_module(cfg: DictConfig, dm) -> pl.LightningModule:
                 f"model.net.{attr}={want} does not match the data ({have}): remove the model.net.{attr} override; "
                 f"it follows data.{'channels' if attr == 'in_channels' else attr} by default"
             )
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    _build_optimizer(module)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return module
+
+
+def _build_optimizer(module) -> None:
+    """Build the optimizer and scheduler once, now: Lightning would only do it inside fit."""
+    make_optimizer = getattr(module, "optimizer_factory", None)
+    if make_optimizer is None:
+        return
+    with building("model.optimizer"):
+        optimizer = make_optimizer(params=[p for p in module.parameters() if p.requires_grad])
+    make_scheduler = getattr(module, "scheduler_factory", None)
+    if make_scheduler is not None:
+        with building("model.scheduler"):
+            make_scheduler(optimizer=optimizer)
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
@@ -65,27 +88,56 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
         if not has_logger and conf._target_.endswith("LearningRateMonitor"):
             log.info("no logger configured: skipping the %s callback", name)
             continue
-        callbacks.append(hydra.utils.instantiate(conf))
+        with building(f"callbacks.{name}", cfg):
+            callbacks.append(hydra.utils.instantiate(conf))
     # Random streams go into every checkpoint so a resumed run continues them exactly.
     callbacks.append(RNGStateCallback())
     return callbacks
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    return [
-        hydra.utils.instantiate(conf)
-        for conf in (cfg.get("logger") or {}).values()
+def _logger_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
+    return {
+        name: conf
+        for name, conf in (cfg.get("logger") or {}).items()
         if isinstance(conf, DictConfig) and "_target_" in conf
-    ]
+    }
 
 
-def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+def has_logger(cfg: DictConfig) -> bool:
+    return bool(_logger_nodes(cfg))
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, conf in _logger_nodes(cfg).items():
+        with building(f"logger.{name}", cfg):
+            loggers.append(hydra.utils.instantiate(conf))
+    return loggers
+
+
+def build_trainer(
+    cfg: DictConfig, module=None, callbacks: list[pl.Callback] | None = None, **kwargs: Any
+) -> pl.Trainer:
+    """Callbacks (unless given), loggers, then the Trainer; with ``module``, each callback that
+    has a ``check_model(module)`` hook checks that it can run on that model, now (before fit)."""
+    if callbacks is None:
+        callbacks = build_callbacks(cfg, has_logger(cfg))
+    if module is not None:
+        check_callbacks(callbacks, module)
     check_trainer_devices(cfg.trainer)  # trainer=gpu without CUDA etc.: one line, before any logger
     loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, bool(loggers))
-    return hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **kwargs
-    )
+    with building("trainer", cfg):
+        return hydra.utils.instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, **kwargs
+        )
+
+
+def check_callbacks(callbacks: list[pl.Callback], module: pl.LightningModule) -> None:
+    for cb in callbacks:
+        check = getattr(cb, "check_model", None)
+        if callable(check):
+            with building(f"callbacks.{getattr(cb, 'name', type(cb).__name__)}"):
+                check(module)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -153,6 +205,9 @@ def _seed(cfg: DictConfig) -> None:
 # --------------------------------------------------------------------------- entry points
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; write metrics.json; return all metrics."""
+    # Everything that can be wrong with the config fails here, before anything is written.
+    check_ranges(cfg)
+    callbacks = build_callbacks(cfg, has_logger(cfg))  # they need no model: fail fast
     _seed(cfg)
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
@@ -161,7 +216,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if ckpt_path:
         check_resumable(module, ckpt_path)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, module, callbacks)
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)
     try:
@@ -219,11 +274,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with open_dict(run_cfg):
         run_cfg.model = stored.model
         run_cfg.data = OmegaConf.merge(stored.data, cfg.get("data_overrides") or {})
+    check_ranges(run_cfg)
     _seed(run_cfg)
     dm = build_datamodule(run_cfg)
     module = build_module(run_cfg, dm)
     load_weights(module, ckpt, cfg.ckpt_path)
-    trainer = build_trainer(run_cfg)
+    trainer = build_trainer(run_cfg, module)
     metrics = run_tests(run_cfg, trainer, module, dm, None)
     metrics.update(analysis_results(trainer))
     if trainer.is_global_zero:
@@ -242,52 +298,47 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, task) -> float | None:
-    """Entry-point wrapper: clear one-line errors instead of deep stack traces."""
+    """Entry-point wrapper: a user error (bad config value, missing data, bad checkpoint) is one
+    line ``error: ...`` on stderr and exit status 1, and a run directory that holds nothing but
+    what Hydra wrote at start-up is removed again; anything else keeps its traceback."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     try:
-        # one process group and one run directory per job, also in a multirun (see launchers.py)
-        with ddp_job():
-            metrics = task(cfg)
-        return optimized_metric(cfg, metrics) if task is train else None
-    except Exception as err:
-        user = user_error(err)
-        if user is None:
-            raise
-        log.error("%s: %s", type(user).__name__, user)
-        raise SystemExit(f"error: {user}") from None
+        with one_line_errors():
+            # one process group and one run directory per job, also in a multirun (see launchers.py)
+            with ddp_job():
+                metrics = task(cfg)
+            return optimized_metric(cfg, metrics) if task is train else None
+    except SystemExit:
+        _discard_unused_run_dir(cfg)
+        raise
 
 
 def user_error(err: BaseException):
-    """The user-facing :class:`GlassboxError` behind ``err`` — Hydra wraps errors raised while it
-    instantiates a config node — or a ConfigError for an option the node's target does not take;
-    ``None`` for anything else (a bug: keep its traceback)."""
-    import re
+    """The user-facing :class:`~glassbox.errors.GlassboxError` behind ``err``, or ``None`` for
+    anything else (a bug: keep its traceback). See :mod:`glassbox.config.errors`."""
+    return _user_error(err)
 
-    from hydra.errors import InstantiationException
 
-    from glassbox.errors import GlassboxError
+# What Hydra writes into a run directory before the task starts.
+_HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
 
-    cause: BaseException | None = err
-    while cause is not None:
-        if isinstance(cause, GlassboxError):
-            return cause
-        cause = cause.__cause__
-    if not isinstance(err, InstantiationException) or not isinstance(err.__cause__, TypeError):
-        return None
-    option = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__))
-    target = re.search(r"target '([\w.]+)'", str(err))
-    node = re.search(r"full_key: (\S+)", str(err))
-    if not (option and target):
-        return None
-    key = f"{node.group(1)}.{option.group(1)}" if node else option.group(1)
+
+def _discard_unused_run_dir(cfg: DictConfig) -> None:
+    """Remove the run directory of a job that failed before writing anything: Hydra creates it,
+    with ``.hydra/`` and the job's log file, before the task runs. A directory holding anything
+    else (an earlier run's files, a resumed run's checkpoints) is left alone."""
     try:
-        import inspect
-
-        params = inspect.signature(hydra.utils.get_object(target.group(1))).parameters
-        known = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    except (ImportError, ValueError, TypeError, AttributeError):
-        known = []
-    return ConfigError(
-        f"{key} is not an option of {target.group(1).rsplit('.', 1)[-1]}: remove that override or fix its "
-        f"spelling" + (f" (options: {', '.join(known)})" if known else "")
-    )
+        out = Path(cfg.paths.output_dir)
+        log_file = f"{cfg.get('task_name')}.log"
+    except Exception:  # noqa: BLE001 - no paths: nothing to clean
+        return
+    if not (out / ".hydra").is_dir():
+        return
+    files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    if not files <= _HYDRA_FILES | {log_file}:
+        return
+    for handler in logging.getLogger().handlers[:]:
+        if Path(getattr(handler, "baseFilename", "/")).parent == out:
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    shutil.rmtree(out, ignore_errors=True)

@@ -68,9 +68,8 @@ def compose(config_name: str, overrides: list[str], tmp_path: Path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from glassbox.utils import resolvers
+    import glassbox.config  # noqa: F401  (registers the schemas and resolvers)
 
-    resolvers.register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from conftest import CONF, FAST, compose
 from glassbox import pipeline
+from glassbox.config.checks import check_ranges
 
 
 def options(group: str) -> list[str]:
@@ -31,6 +32,7 @@ def test_groups_exist():
 @pytest.mark.parametrize("data", options("data"))
 def test_data_options_instantiate(cfg_train, data):
     cfg = cfg_train(f"data={data}")
+    check_ranges(cfg)  # every option is typed by the data schema and within its ranges
     dm = hydra.utils.instantiate(cfg.data)
     assert (
         dm.name == data
@@ -48,6 +50,7 @@ def test_data_options_instantiate(cfg_train, data):
 @pytest.mark.parametrize("data", ["digits", "cifar10"])
 def test_model_options_instantiate_for_data(cfg_train, model, data):
     cfg = cfg_train(f"model={model}", f"data={data}")
+    check_ranges(cfg)
     module = hydra.utils.instantiate(cfg.model)
     x = torch.zeros(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     assert module.eval()(x).shape == (2, cfg.data.num_classes)
@@ -89,6 +92,7 @@ def test_debug_and_experiment_options_compose(cfg_train, group):
     for option in options(group):
         cfg = cfg_train(f"{group}={option}")
         assert isinstance(cfg, DictConfig) and cfg.model.net._target_
+        check_ranges(cfg)
 
 
 def test_evaluate_config_composes(cfg_eval):

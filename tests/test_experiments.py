@@ -74,14 +74,14 @@ def test_rotation_generalization_curve_is_flat_at_right_angles_for_c4(cfg_train,
     # every 15° is 25 test passes: a subset keeps the test fast
     cfg.rotated_test.angles = [0, 45, 90, 270, 360]
     metrics = pipeline.train(cfg)
-    accs = {a: metrics[f"test_rot{a}/acc"] for a in cfg.rotated_test.angles}
+    accs = {a: metrics[f"test_rot{a:g}/acc"] for a in cfg.rotated_test.angles}  # angles are floats
     assert all(0.0 <= v <= 1.0 for v in accs.values())
     # A C4-invariant model sees the same images at 0/90/270/360°: identical accuracy, equal to
     # the upright test (0° is the test split itself).
     for a in (0, 90, 270, 360):
         assert accs[a] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert set(json.loads((tmp_path / "metrics.json").read_text())["metrics"]) >= {
-        f"test_rot{a}/acc" for a in accs
+        f"test_rot{a:g}/acc" for a in accs
     }
 
 

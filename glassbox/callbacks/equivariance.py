@@ -26,6 +26,7 @@ from glassbox.equivariance import (
     summary_table,
 )
 from glassbox.equivariance.groups import check_exact_policy
+from glassbox.equivariance.layerwise import _resolve_layers
 
 
 class EquivarianceCallback(AnalysisCallback):
@@ -94,6 +95,11 @@ class EquivarianceCallback(AnalysisCallback):
         self.min_fit_ratio = min_fit_ratio
         self.model_name = model_name
         self._workspace = Workspace()  # scratch buffers kept between runs
+
+    def check_model(self, pl_module: LightningModule) -> None:
+        """Fail before training if ``layers`` names a layer the net does not have."""
+        if self.layers is not None:
+            _resolve_layers(getattr(pl_module, "net", pl_module), self.layers)
 
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
         x, _ = self.analysis_batch(trainer, pl_module)

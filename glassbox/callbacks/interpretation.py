@@ -52,6 +52,7 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
         keep_fraction: fraction of most important pixels kept for AD/AI.
         gallery_size: ranked images per gallery; max_galleries: galleries written (first
             interpretation of each class first).
+        batch_size: forward batch size.
     """
 
     name = "interpretation"

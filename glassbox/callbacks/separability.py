@@ -142,6 +142,11 @@ class SeparabilityCallback(AnalysisCallback):
         rotation = getattr(datamodule, "rotation", None) or {}
         return rotation.get("split", "none") == "none"
 
+    def check_model(self, pl_module: LightningModule) -> None:
+        """Fail before training if ``layers`` names a layer the net does not have."""
+        if self.layers is not None:
+            resolve_layers(getattr(pl_module, "net", pl_module), self.layers)
+
     # ------------------------------------------------------------------ analysis
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
         net = pl_module.net
