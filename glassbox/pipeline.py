@@ -207,6 +207,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; write metrics.json; return all metrics."""
     # Everything that can be wrong with the config fails here, before anything is written.
     check_ranges(cfg)
+    check_trainer_devices(cfg.trainer)  # before the model is built (seconds for e2cnn bases)
     callbacks = build_callbacks(cfg, has_logger(cfg))  # they need no model: fail fast
     _seed(cfg)
     dm = build_datamodule(cfg)
@@ -275,6 +276,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run_cfg.model = stored.model
         run_cfg.data = OmegaConf.merge(stored.data, cfg.get("data_overrides") or {})
     check_ranges(run_cfg)
+    check_trainer_devices(run_cfg.trainer)
     _seed(run_cfg)
     dm = build_datamodule(run_cfg)
     module = build_module(run_cfg, dm)
