@@ -19,3 +19,11 @@ class CheckpointError(GlassboxError, ValueError):
 
 class NonFiniteLossError(GlassboxError, FloatingPointError):
     """Training produced a NaN/Inf loss."""
+
+
+class AnalysisInputError(GlassboxError, ValueError):
+    """An analysis got input it cannot use: a bad option, layer name, image batch or labels."""
+
+
+class AnalysisTypeError(GlassboxError, TypeError):
+    """An analysis got an object of the wrong kind (a model it cannot split, a non-tensor)."""
