@@ -1,7 +1,8 @@
 """PCA for the dimension-reduction layer: explained variance, choosing the dimension by a
 variance threshold, and the variance a given linear map actually keeps.
 
-The glass-box model reduces its invariant representation with PCA (DESIGN.md §2.1). These
+The glass-box model reduces its invariant representation with PCA (Manaswini & Bhatt,
+"Towards glass-box CNNs", arXiv 2101.10443). These
 functions are pure torch so the model can call them (:func:`choose_dim` to pick
 ``reduced_dim`` from a threshold) and the report can check the fitted map
 (:func:`variance_kept`).

@@ -1,4 +1,6 @@
-"""Equivariance measures of one layer's features (DESIGN.md §2.2).
+"""Equivariance measures of one layer's features (Lenc & Vedaldi, "Understanding image
+representations by measuring their equivariance and equivalence", CVPR 2015; Gruver et al.,
+"The Lie derivative for measuring learned equivariance", ICLR 2023).
 
 Every error is relative over the whole batch, ‖·‖ / ‖φ(x)‖, not an average of per-image
 ratios (tiny norms would dominate). Functions return 0-d tensors so a caller can compute

@@ -1,4 +1,5 @@
-"""Heat maps of images under a representative interpretation (DESIGN.md §2.3).
+"""Heat maps of images under a representative interpretation (Lam et al., "Finding
+representative interpretations on convolutional neural networks", ICCV 2021).
 
 For each boundary h ∈ P, α_k = mean over spatial positions of w_h reshaped to the feature
 map's (K, H, W); the map is ReLU(Σ_k α_k ψ_k(x′)), upsampled to the image and min-max

@@ -1,5 +1,5 @@
-"""The three-layer glass-box model (Manaswini & Bhatt, "Towards glass-box CNNs", arXiv 2101.10443):
-equivariant representation → reduction → classifier."""
+"""The three-layer glass-box model (Manaswini & Bhatt, "Towards glass-box CNNs",
+arXiv 2101.10443): equivariant representation → reduction → classifier."""
 
 from __future__ import annotations
 
