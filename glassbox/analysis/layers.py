@@ -75,7 +75,16 @@ def auto_layers(model: nn.Module) -> dict[str, str]:
     activation that directly follow it; convolutions are named ``conv1``…, linear layers
     ``fc1``…, and the last linear layer ``logits``.
     """
-    leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+    leaves: list[tuple[str, nn.Module]] = []
+    weighted: list[str] = []  # a Conv/Linear is a leaf even with children (parametrizations)
+    for n, m in model.named_modules():
+        if not n or any(n.startswith(w + ".") for w in weighted):
+            continue
+        if isinstance(m, _WEIGHTED):
+            weighted.append(n)
+            leaves.append((n, m))
+        elif not any(True for _ in m.children()):
+            leaves.append((n, m))
     taps: list[tuple[str, str]] = []
     n_conv = n_fc = 0
     for i, (name, module) in enumerate(leaves):
