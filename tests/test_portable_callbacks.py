@@ -238,12 +238,20 @@ def test_an_analysis_that_cannot_run_is_skipped_and_training_goes_on(tmp_path, c
 
 
 def test_on_error_raise_reraises(tmp_path):
-    module, dm = BlobCNN(), BlobData(n_per_class=10)
-    eq = EquivarianceCallback(
-        output_dir=tmp_path, model_attr="cnn", image_key="pixels", num_images=8, on_error="raise",
-        group="C8",  # 45° is not a pixel permutation: exact="error" refuses it at analysis time
-    )  # fmt: skip
-    from glassbox.errors import GlassboxError
+    from glassbox.errors import ConfigError
+    from glassbox.interpret.representative import EmptyClassError
 
-    with pytest.raises(GlassboxError, match="45"):
-        trainer(tmp_path, [eq], epochs=1).fit(module, datamodule=dm)
+    module, dm = BlobCNN(), BlobData(n_per_class=10)
+    with torch.no_grad():  # one predicted class: nothing to interpret
+        module.cnn[7].weight.zero_()
+        module.cnn[7].bias.copy_(torch.tensor([1.0, 0.0]))
+    ri = RepresentativeInterpretationCallback(
+        output_dir=tmp_path, model_attr="cnn", image_key="pixels", num_reference=20,
+        num_images=8, baselines=[], on_error="raise",
+    )  # fmt: skip
+    module.configure_optimizers = lambda: torch.optim.SGD(module.parameters(), lr=0.0)
+    with pytest.raises(EmptyClassError, match="all reference images are predicted as class 0"):
+        trainer(tmp_path, [ri], epochs=1).fit(module, datamodule=dm)
+    # a group the grid cannot represent with exact=error is a misconfiguration: fails at once
+    with pytest.raises(ConfigError, match=r"group C8 has elements .*exact=error refuses them"):
+        EquivarianceCallback(group="C8")

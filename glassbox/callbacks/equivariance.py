@@ -29,7 +29,7 @@ from glassbox.equivariance import (
 )
 from glassbox.equivariance.groups import check_exact_policy
 from glassbox.equivariance.layerwise import resolve_layer_names
-from glassbox.errors import AnalysisInputError
+from glassbox.errors import AnalysisInputError, ConfigError
 
 
 class EquivarianceCallback(AnalysisCallback):
@@ -86,6 +86,13 @@ class EquivarianceCallback(AnalysisCallback):
         # fail at instantiation, not after an epoch of training
         self.group = get_group(group)
         check_exact_policy(exact)
+        inexact = [e.name for e in self.group.elements if not e.is_exact_on(2, 2)]
+        if inexact and exact == "error":
+            raise ConfigError(
+                f"group {self.group.name} has elements the pixel grid cannot represent exactly "
+                f"({', '.join(inexact)}), and exact=error refuses them; set exact to warn or "
+                "interpolate, or use C4, D4 or flip"
+            )
         if measures is not None:
             measures = [measures] if isinstance(measures, str) else list(measures)
             bad = [m for m in measures if m not in MEASURES]
