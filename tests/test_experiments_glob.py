@@ -61,5 +61,4 @@ def test_the_interpretation_experiment_survives_fast_dev_run(cfg_train):
         assert status["reason"].startswith("EmptyClassError: all reference images are predicted")
     else:
         assert metrics["interpretation/num_interpretations"] >= 2
-    summary = json.loads((run / "interpretation" / "status.json").read_text())
-    assert summary == {"test": status}
+    assert sorted(p.name for p in (run / "interpretation").iterdir()) == ["test"]

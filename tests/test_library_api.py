@@ -58,7 +58,7 @@ def test_readme_snippet_is_short_and_runs_on_a_trained_run(tiny_run, capsys):
 
     code = code.replace("logs/train/runs/<time>", str(tiny_run))
     exec(compile(code, "README.md", "exec"), {"print": record})
-    equivariance, separability, coverage = printed
+    equivariance, separability, interpretations = printed
     assert capsys.readouterr().out.count("\n") >= 3
     # equivariance under C4: the glass-box blocks follow the known e2cnn action and the output
     # is invariant, to float round-off
@@ -68,13 +68,21 @@ def test_readme_snippet_is_short_and_runs_on_a_trained_run(tiny_run, capsys):
     assert table["equivariance"].dropna().max() < 1e-5 and table.loc["output", "invariance"] < 1e-5
     assert table.loc["output", "consistency"] == 1.0
     # separability per layer, pixels first; the logits separate the classes best
-    assert [layer for layer, _ in separability] == [
-        "pixels", "block1", "block2", "block3", "invariant", "reduced", "logits"
-    ]  # fmt: skip
-    ratios = dict(separability)
+    ratios = {row["layer"]: row["ratio"] for row in separability}
+    assert list(ratios) == [
+        "pixels",
+        "block1",
+        "block2",
+        "block3",
+        "invariant",
+        "reduced",
+        "logits",
+    ]
     assert ratios["logits"] > ratios["pixels"] > 0
     # interpretations: one per predicted class, each covering part of its class
-    assert len(coverage) >= 2 and all(0 < c[0] <= 1 for c in coverage.values())
+    assert len(interpretations) >= 2
+    for cls, (it,) in interpretations.items():
+        assert it.cls == cls and 0 < it.coverage <= 1 and f"coverage={it.coverage:.2f}" in repr(it)
 
 
 def test_load_run_takes_a_run_dir_or_a_checkpoint(tiny_run):

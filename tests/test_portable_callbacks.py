@@ -197,14 +197,12 @@ def test_all_three_callbacks_on_a_foreign_module_and_datamodule(tmp_path):
         (tmp_path / "interpretation" / "fit_end" / "interpretations.json").read_text()
     )
     assert meta["layer"] == "4" and meta["num_reference"] == 80
-    assert json.loads((tmp_path / "interpretation" / "status.json").read_text()) == {
-        "fit_end": {
-            "analysis": "interpretation",
-            "tag": "fit_end",
-            "status": "ran",
-            "scalars": len(m),
-            "seconds": ri.status["fit_end"]["seconds"],
-        }
+    assert json.loads((tmp_path / "interpretation" / "fit_end" / "status.json").read_text()) == {
+        "analysis": "interpretation",
+        "tag": "fit_end",
+        "status": "ran",
+        "scalars": len(m),
+        "seconds": ri.status["fit_end"]["seconds"],
     }
 
 
@@ -225,9 +223,11 @@ def test_an_analysis_that_cannot_run_is_skipped_and_training_goes_on(tmp_path, c
         t.fit(module, datamodule=dm)
         t.test(module, datamodule=dm, verbose=False)
     assert t.current_epoch == 2 and t.state.finished
-    status = json.loads((tmp_path / "interpretation" / "status.json").read_text())
-    assert set(status) == {"epoch000", "epoch001", "fit_end", "test"}
-    for record in status.values():
+    tags = {"epoch000", "epoch001", "fit_end", "test"}
+    assert set(ri.status) == tags
+    for tag in tags:
+        record = json.loads((tmp_path / "interpretation" / tag / "status.json").read_text())
+        assert record == ri.status[tag] and record["tag"] == tag
         assert record["status"] == "skipped"
         assert record["reason"].startswith(
             "EmptyClassError: all reference images are predicted as class 0"
@@ -255,3 +255,35 @@ def test_on_error_raise_reraises(tmp_path):
     # a group the grid cannot represent with exact=error is a misconfiguration: fails at once
     with pytest.raises(ConfigError, match=r"group C8 has elements .*exact=error refuses them"):
         EquivarianceCallback(group="C8")
+
+
+class TupleBlobCNN(BlobCNN):
+    """The same network, trained on (images, labels) tuple batches."""
+
+    def _loss_acc(self, batch):
+        return super()._loss_acc({"pixels": batch[0], "target": batch[1]})
+
+
+def test_dataloaders_passed_to_fit_and_given_data(tmp_path):
+    """No datamodule at all: the images come from the val dataloader given to fit (tuple
+    batches), or from data= given to the callback."""
+    x, y = blobs(10, seed=3)
+    loader = DataLoader(list(zip(x, y)), batch_size=5)
+    module = TupleBlobCNN()
+    from_loader = EquivarianceCallback(
+        output_dir=tmp_path / "a", model_attr="cnn", num_images=6, measures=["spatial"]
+    )
+    given = EquivarianceCallback(
+        output_dir=tmp_path / "b", model_attr="cnn", num_images=6, measures=["spatial"],
+        data=x[:4], at_test_end=False,
+    )  # fmt: skip
+    t = trainer(tmp_path, [from_loader, given], epochs=1)
+    t.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    for cb in (from_loader, given):
+        assert cb.status["fit_end"]["status"] == "ran"
+        assert max(cb.results["fit_end"].values()) <= 1e-5
+    # the same seeded choice of 6 of the 20 validation images as the callback's own batch
+    images, labels = from_loader.images(t, module, "val", 6)
+    idx = torch.randperm(20, generator=torch.Generator().manual_seed(0))[:6].sort().values
+    assert torch.equal(images, x[idx]) and torch.equal(labels, y[idx])
+    assert torch.equal(given.images(t, module, "val", 6)[0], x[:4])  # fewer than asked: all

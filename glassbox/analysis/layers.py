@@ -261,7 +261,7 @@ def collect_features(
         elif path in captured:
             result[display] = captured[path]
         else:
-            raise RuntimeError(
+            raise AnalysisInputError(
                 f"layer {display!r} ({path}) was not run by the forward pass of {type(model).__name__}"
             )
     return result

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from glassbox.errors import AnalysisInputError, AnalysisTypeError
+from glassbox.errors import AnalysisInputError, AnalysisStateError, AnalysisTypeError
 
 CLASS_SOURCES = ("predicted", "true", "none")
 
@@ -114,7 +114,9 @@ class PoseReadout:
     def scores(self, equivariant: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B, N): correlation of the input's fields with its template rolled by each step."""
         if self.template is None:
-            raise RuntimeError("PoseReadout is not fitted: call fit() on upright examples first")
+            raise AnalysisStateError(
+                "PoseReadout is not fitted: call fit() on upright examples first"
+            )
         f = self._prepare(equivariant)
         if labels is None or self.class_templates is None:
             t = self.template.to(f.device).expand(f.shape[0], -1, -1)

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from glassbox.analysis.layers import INPUT
-from glassbox.errors import AnalysisInputError
+from glassbox.errors import AnalysisInputError, ReportInputError
 
 SEPARABILITY_FILE = "separability"
 PROBES_FILE = "probes"
@@ -247,7 +247,7 @@ def compare_runs(inputs: Sequence[str | Path], out_dir: str | Path) -> dict[str,
         out.update({f"{stem}.{k}": v for k, v in write_table(rows, out_dir, stem).items()})
         out[f"{stem}.png"] = plot(rows, Path(out_dir) / f"{stem}.png")
     if not out:
-        raise FileNotFoundError(
+        raise ReportInputError(
             f"no {SEPARABILITY_FILE}.csv or {PROBES_FILE}.csv under {[str(p) for p in inputs]}: pass run "
             "directories of runs with the separability callback, or the CSV files"
         )

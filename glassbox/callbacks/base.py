@@ -444,8 +444,6 @@ class AnalysisCallback(Callback):
         self.status[tag] = record
         try:
             (self.out_dir(tag) / STATUS_FILE).write_text(json.dumps(record, indent=2))
-            summary = self.output_dir / self.name / STATUS_FILE
-            summary.write_text(json.dumps(self.status, indent=2))
         except OSError as err:  # a read-only or full disk must not end the run either
             log.warning("%s (%s): could not write %s: %s", self.name, tag, STATUS_FILE, err)
 

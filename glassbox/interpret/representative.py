@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from glassbox.errors import AnalysisInputError
+from glassbox.errors import AnalysisIndexError, AnalysisInputError
 from glassbox.interpret.boundaries import LinearBoundaries, logits_and_pairs
 from glassbox.interpret.heatmap import interpretation_heatmaps
 from glassbox.interpret.ranking import rank_by_interpretation
@@ -72,6 +72,13 @@ class Interpretation:
     def precision(self) -> float:
         """Covered reference images of the class / covered reference images."""
         return self.n_covered_same / max(1, self.n_covered_same + self.n_covered_other)
+
+    def __repr__(self) -> str:  # short: the tensors would drown a notebook cell
+        return (
+            f"Interpretation(class={self.cls}, seed={self.seed_index}, |P|={len(self.boundaries)}, "
+            f"coverage={self.coverage:.2f}, precision={self.precision:.2f}, "
+            f"covered={len(self.covered)})"
+        )
 
     @torch.no_grad()
     def covers(self, features: Tensor) -> Tensor:
@@ -213,7 +220,7 @@ class RepresentativeInterpreter:
         """The representative interpretation seeded from reference image ``seed_index``."""
         n = len(self.features)
         if not 0 <= seed_index < n:
-            raise IndexError(f"seed_index must be in [0, {n}), got {seed_index}")
+            raise AnalysisIndexError(f"seed_index must be in [0, {n}), got {seed_index}")
         cls = int(self.predictions[seed_index])
         same = self._require_class(cls)
         others = torch.nonzero(~same).squeeze(1)
