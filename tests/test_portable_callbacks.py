@@ -19,6 +19,7 @@ from glassbox.callbacks import (
     RepresentativeInterpretationCallback,
     SeparabilityCallback,
 )
+from glassbox.errors import GlassboxError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -287,3 +288,14 @@ def test_dataloaders_passed_to_fit_and_given_data(tmp_path):
     idx = torch.randperm(20, generator=torch.Generator().manual_seed(0))[:6].sort().values
     assert torch.equal(images, x[idx]) and torch.equal(labels, y[idx])
     assert torch.equal(given.images(t, module, "val", 6)[0], x[:4])  # fewer than asked: all
+    # a {split: dict batch} is accepted too, and a split missing from it falls back to the loaders
+    per_split = EquivarianceCallback(data={"test": {"image": x[:5], "label": y[:5]}})
+    images, labels = per_split.images(t, module, "test", 3)
+    picked = torch.randperm(5, generator=torch.Generator().manual_seed(0))[:3].sort().values
+    assert torch.equal(images, x[picked]) and torch.equal(labels, y[picked])
+    assert torch.equal(per_split.images(t, module, "val", 6)[0], x[idx])
+    with pytest.raises(
+        GlassboxError,
+        match=r"separability needs labels but the test batches have none: set label_key",
+    ):
+        SeparabilityCallback(data={"test": x[:5]}).images(t, module, "test", 3)

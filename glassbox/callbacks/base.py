@@ -174,7 +174,8 @@ class AnalysisCallback(Callback):
         split: which split the analysis batch comes from (``train``, ``val`` or ``test``).
         seed: seed that picks the analysis batch, so every run sees the same images.
         data: images to analyse instead of the datamodule's: a ``(N, C, H, W)`` tensor, an
-            ``(images, labels)`` pair, a dataset, or a ``{split: one of those}`` dict.
+            ``(images, labels)`` pair, a dict batch, a dataset, or a ``{split: one of those}``
+            dict (a split missing from it falls back to the datamodule).
         image_key / label_key: dict keys of the images / labels in dict batches (``None``:
             the first of :data:`IMAGE_KEYS` / :data:`LABEL_KEYS` present).
         model_attr: attribute (dotted path) of the LightningModule holding the network to
@@ -313,6 +314,10 @@ class AnalysisCallback(Callback):
     def _batch_from(self, source: Any, n: int, seed: int, where: str, collate=None):
         """(images, labels or None): ``n`` seeded items of a tensor, pair or dataset, else the
         first ``n`` of an iterable of batches."""
+        if isinstance(source, Mapping):  # one batch as a dict of tensors
+            x, y = split_batch(source, self.image_key, self.label_key, where=where)
+            idx = _seeded_indices(x.shape[0], n, seed)
+            return x[idx], (None if y is None else y[idx])
         if isinstance(source, Tensor) or (
             isinstance(source, tuple | list)
             and len(source) == 2
@@ -386,6 +391,12 @@ class AnalysisCallback(Callback):
             raise AnalysisInputError(
                 f"{self.name} needs labels: give data as (images, labels), not images alone"
             )
+        if isinstance(source, Mapping):
+            source = split_batch(source, self.image_key, self.label_key, where=where)
+            if source[1] is None:
+                raise AnalysisInputError(
+                    f"{self.name} needs labels but {where} has none: set label_key"
+                )
         if isinstance(source, tuple | list) and len(source) == 2:
             return tuple(source)
         dataset = getattr(source, "dataset", source)
