@@ -24,13 +24,13 @@ TINY_GLASSBOX = [
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A small C4 glass-box model trained for 3 epochs on digits: a run directory with checkpoints
+    """A small C4 glass-box model trained for 2 short epochs on digits: a run directory with checkpoints
     and metrics.json, as train.py leaves it."""
     out = tmp_path_factory.mktemp("run")
     cfg = compose(
         "train",
-        [*FAST, *TINY_GLASSBOX, "model.net.widths=[4,4,8]", "model.optimizer.lr=0.01",
-         "trainer.max_epochs=3", "trainer.limit_train_batches=null", "data.batch_size=32",
+        [*FAST, *TINY_GLASSBOX, "model.net.widths=[4,4,8]", "model.optimizer.lr=0.02",
+         "trainer.max_epochs=2", "trainer.limit_train_batches=20", "data.batch_size=32",
          "callbacks.equivariance=null"],
         out,
     )  # fmt: skip
