@@ -19,3 +19,23 @@ class CheckpointError(GlassboxError, ValueError):
 
 class NonFiniteLossError(GlassboxError, FloatingPointError):
     """Training produced a NaN/Inf loss."""
+
+
+class AnalysisInputError(GlassboxError, ValueError):
+    """An analysis got input it cannot use: a bad option, layer name, image batch or labels."""
+
+
+class AnalysisTypeError(GlassboxError, TypeError):
+    """An analysis got an object of the wrong kind (a model it cannot split, a non-tensor)."""
+
+
+class AnalysisIndexError(GlassboxError, IndexError):
+    """An index into an analysis' reference set is out of range."""
+
+
+class AnalysisStateError(GlassboxError, RuntimeError):
+    """An analysis object is used before it is ready (e.g. a readout that is not fitted)."""
+
+
+class ReportInputError(GlassboxError, FileNotFoundError):
+    """A report was pointed at files or run directories that hold none of its inputs."""

@@ -119,7 +119,7 @@ def build_trainer(
     cfg: DictConfig, module=None, callbacks: list[pl.Callback] | None = None, **kwargs: Any
 ) -> pl.Trainer:
     """Callbacks (unless given), loggers, then the Trainer; with ``module``, each callback that
-    has a ``check_model(module)`` hook checks that it can run on that model, now (before fit)."""
+    has a ``check_module(module)`` hook checks that it can run on that model, now (before fit)."""
     if callbacks is None:
         callbacks = build_callbacks(cfg, has_logger(cfg))
     if module is not None:
@@ -134,7 +134,8 @@ def build_trainer(
 
 def check_callbacks(callbacks: list[pl.Callback], module: pl.LightningModule) -> None:
     for cb in callbacks:
-        check = getattr(cb, "check_model", None)
+        # the analysis callbacks check their options against the model before it trains
+        check = getattr(cb, "check_module", None)
         if callable(check):
             with building(f"callbacks.{getattr(cb, 'name', type(cb).__name__)}"):
                 check(module)
@@ -260,8 +261,43 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
     return value if math.isfinite(value) else None
 
 
+DATA_SHAPE = (
+    ("channels", "channel(s)"),
+    ("image_size", "pixels per side"),
+    ("num_classes", "classes"),
+)
+
+
+def check_data_fits(trained: DictConfig, data: DictConfig, ckpt_path: Any) -> None:
+    """Raise one :class:`ConfigError` naming every mismatch between the data a checkpoint was
+    trained on and the data it is asked to run on (channels, image size, number of classes)."""
+    have = {key: OmegaConf.select(data, key) for key, _ in DATA_SHAPE}
+    want = {key: OmegaConf.select(trained, key) for key, _ in DATA_SHAPE}
+    bad = [
+        (key, words)
+        for key, words in DATA_SHAPE
+        if want[key] is not None and have[key] != want[key]
+    ]
+    if not bad:
+        return
+    name, trained_name = data.get("name", "the data"), trained.get("name", "its data")
+    diffs = ", ".join(f"{have[k]} {w} instead of {want[k]}" for k, w in bad)
+    fixes = " ".join(f"data.{k}={want[k]}" for k, _ in bad if k != "num_classes")
+    raise ConfigError(
+        f"data={name} does not fit checkpoint {ckpt_path}, which was trained on {trained_name}: "
+        f"{name} has {diffs}; evaluate on data with {', '.join(f'{want[k]} {w}' for k, w in DATA_SHAPE)}"
+        + (f" (e.g. override {fixes})" if fixes else "")
+        + (
+            f", or pick data.classes to match its {want['num_classes']} classes"
+            if any(k == "num_classes" for k, _ in bad)
+            else ""
+        )
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Rebuild the model from a checkpoint's stored config and test it (optionally rotated)."""
+    """Rebuild the model from a checkpoint's stored config and test it (optionally rotated) on the
+    data it was trained on, or on ``data=<name>`` when channels, image size and classes fit."""
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     stored = OmegaConf.create(ckpt["glassbox"]["config"])
     requested = cfg.get("model_name")
@@ -270,11 +306,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"checkpoint {cfg.ckpt_path} holds a {net_name(ckpt)!r} model but model={requested} was requested; "
             "drop the model override (evaluate.py rebuilds the model from the checkpoint) or pass a matching checkpoint"
         )
-    # The checkpoint decides model and data; evaluate.yaml decides the run (trainer, loggers, tests).
+    # The checkpoint decides the model and, unless data=<name> is given, the data; evaluate.yaml
+    # decides the run (trainer, loggers, tests).
     run_cfg = cfg.copy()
     with open_dict(run_cfg):
         run_cfg.model = stored.model
-        run_cfg.data = OmegaConf.merge(stored.data, cfg.get("data_overrides") or {})
+        base = cfg.data if cfg.get("data") is not None else stored.data
+        run_cfg.data = OmegaConf.merge(base, cfg.get("data_overrides") or {})
+    check_data_fits(stored.data, run_cfg.data, cfg.ckpt_path)
     check_ranges(run_cfg)
     check_trainer_devices(run_cfg.trainer)
     _seed(run_cfg)

@@ -560,7 +560,7 @@ CASES = [
         "split_model(net.sequential(), 'block9')",
         api(_split_unknown),
         r"unknown layer 'block9'",
-        r"valid layer names: features",
+        r"valid layer names: group_pool",
         ValueError,
     ),
     Case(

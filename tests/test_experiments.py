@@ -130,7 +130,7 @@ def test_interpretation_experiment_writes_interpretations(cfg_train, tmp_path):
     pipeline.train(cfg)
     out = tmp_path / "interpretation" / "test"
     report = json.loads((out / "interpretations.json").read_text())
-    assert report["layer"] == "features" and report["num_reference"] == 64
+    assert report["layer"] == "group_pool" and report["num_reference"] == 64
     interps = report["interpretations"]
     assert {i["class"] for i in interps} == {0, 1}  # one per predicted class
     for i in interps:

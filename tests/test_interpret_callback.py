@@ -111,7 +111,7 @@ def test_bad_config_fails_at_construction():
 
 
 def test_callback_on_a_glassbox_net_after_test(tmp_path):
-    """The glass-box net: ψ = `features` (invariant maps), the PCA/linear reduction accepted
+    """The glass-box net: ψ = `group_pool` (invariant maps), the PCA/linear reduction accepted
     as affine, and e2cnn's filters cached inside Lightning's inference-mode test loop."""
     from glassbox.models.glassbox_net import GlassBoxNet
 
@@ -145,7 +145,7 @@ def test_callback_on_a_glassbox_net_after_test(tmp_path):
     trainer.test(module, datamodule=data, verbose=False)
     out = tmp_path / "interpretation" / "test"
     meta = json.loads((out / "interpretations.json").read_text())
-    assert meta["layer"] == "features" and meta["feature_shape"] == [8, 6, 6]
+    assert meta["layer"] == "group_pool" and meta["feature_shape"] == [8, 6, 6]
     assert len({r["class"] for r in meta["interpretations"]}) >= 2
     table = json.loads((out / "evaluation.json").read_text())["methods"]
     assert set(table) == {"RI", "gradcam"} and 0 <= table["gradcam"]["AD"] <= 100

@@ -67,7 +67,7 @@ def test_glassbox_layers_shapes_and_sequential_parity():
     )
     seq = net.sequential()
     assert [n for n, _ in seq.named_children()] == [
-        "features",
+        "group_pool",
         "pool",
         "flatten",
         "reduction",

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from glassbox.analysis.layers import INPUT
 from glassbox.analysis.pca import fit_pca
+from glassbox.errors import AnalysisInputError
 from glassbox.metrics.separability import check_labels, flatten_features
 
 CLASSIFIERS = ("logreg", "svm", "lda")
@@ -41,7 +42,7 @@ def make_classifier(name: str, seed: int = 0, max_iter: int = 2000):
         )
     if name == "lda":
         return LinearDiscriminantAnalysis()
-    raise ValueError(f"unknown classifier {name!r}; use some of {', '.join(CLASSIFIERS)}")
+    raise AnalysisInputError(f"unknown classifier {name!r}; use some of {', '.join(CLASSIFIERS)}")
 
 
 def _check_split(features: Tensor, labels: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +77,11 @@ def probe_accuracy(
     xtr, ytr = _check_split(train_features, train_labels)
     xte, yte = _check_split(test_features, test_labels)
     if xtr.shape[1] != xte.shape[1]:
-        raise ValueError(
+        raise AnalysisInputError(
             f"train and test features differ in size ({xtr.shape[1]} vs {xte.shape[1]}): take both from the same layer"
         )
     if np.unique(ytr).size < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"the training features hold {np.unique(ytr).size} class(es); a classifier needs at least two"
         )
     if max_features is not None and xtr.shape[1] > max_features:
@@ -118,7 +119,7 @@ def probe_table(
     and classifier; ``pixels`` rows get ``model="pixels"``."""
     missing = set(train_features) ^ set(test_features)
     if missing:
-        raise ValueError(
+        raise AnalysisInputError(
             f"train and test features must name the same layers; only in one: {sorted(missing)}"
         )
     rows = []

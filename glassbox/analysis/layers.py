@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from glassbox.devices import full_precision
+from glassbox.errors import AnalysisInputError, AnalysisTypeError
 
 INPUT = "pixels"
 GLASSBOX_FIELDS = ("invariant_map", "invariant", "equivariant", "reduced", "logits")
@@ -75,7 +76,16 @@ def auto_layers(model: nn.Module) -> dict[str, str]:
     activation that directly follow it; convolutions are named ``conv1``…, linear layers
     ``fc1``…, and the last linear layer ``logits``.
     """
-    leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+    leaves: list[tuple[str, nn.Module]] = []
+    weighted: list[str] = []  # a Conv/Linear is a leaf even with children (parametrizations)
+    for n, m in model.named_modules():
+        if not n or any(n.startswith(w + ".") for w in weighted):
+            continue
+        if isinstance(m, _WEIGHTED):
+            weighted.append(n)
+            leaves.append((n, m))
+        elif not any(True for _ in m.children()):
+            leaves.append((n, m))
     taps: list[tuple[str, str]] = []
     n_conv = n_fc = 0
     for i, (name, module) in enumerate(leaves):
@@ -114,7 +124,7 @@ def default_layers(model: nn.Module) -> list[str]:
         return [*_glassbox_blocks(model), *GLASSBOX_DEFAULT_FIELDS]
     names = list(auto_layers(model))
     if not names:
-        raise ValueError(
+        raise AnalysisInputError(
             f"found no Conv/Linear layers in {type(model).__name__} to read features from; pass layers= "
             "as {'name': 'module.path'} (see model.named_modules())"
         )
@@ -135,14 +145,14 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> dict[str, str]
     if layers is None:
         layers = default_layers(model)
     if isinstance(layers, str):
-        raise TypeError(
+        raise AnalysisTypeError(
             f"layers must be a list of names or a {{name: module path}} dict, got the string {layers!r}"
         )
     pairs = layers.items() if isinstance(layers, Mapping) else ((n, n) for n in layers)
     resolved: dict[str, str] = {}
     for display, where in pairs:
         if display == INPUT:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"{INPUT!r} is the input itself and is added by include_input=True; do not list it"
             )
         if where in known:
@@ -150,12 +160,16 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> dict[str, str]
         elif where in modules and where:
             resolved[display] = where
         else:
-            raise ValueError(
-                f"unknown layer {where!r} of {type(model).__name__}; use one of {', '.join(known) or '(none)'} "
-                "or a module path from model.named_modules()"
+            names = [n for n in modules if n]
+            aliases = [k for k in known if not k.startswith("@")]
+            raise AnalysisInputError(
+                f"unknown layer {where!r} of {type(model).__name__}; valid names (named_modules()): "
+                f"{', '.join(names) or '(none)'}; aliases: {', '.join(aliases) or '(none)'}"
             )
     if not resolved:
-        raise ValueError("layers is empty: name at least one layer (or pass None for the defaults)")
+        raise AnalysisInputError(
+            "layers is empty: name at least one layer (or pass None for the defaults)"
+        )
     return resolved
 
 
@@ -166,7 +180,9 @@ def _as_tensor(out: Any) -> Tensor:
         return out.tensor
     if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
         return out[0]
-    raise TypeError(f"cannot read features from a layer output of type {type(out).__name__}")
+    raise AnalysisTypeError(
+        f"cannot read features from a layer output of type {type(out).__name__}"
+    )
 
 
 def _to_cpu_copy(t: Tensor) -> Tensor:
@@ -213,7 +229,7 @@ def collect_features(
         eval_mode: run the model in eval mode (restored afterwards).
     """
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor batch, got {type(x).__name__}")
+        raise AnalysisTypeError(f"x must be a tensor batch, got {type(x).__name__}")
     resolved = resolve_layers(model, layers)
     modules = dict(model.named_modules())
     captured: dict[str, Tensor] = {}
@@ -247,7 +263,7 @@ def collect_features(
         elif path in captured:
             result[display] = captured[path]
         else:
-            raise RuntimeError(
+            raise AnalysisInputError(
                 f"layer {display!r} ({path}) was not run by the forward pass of {type(model).__name__}"
             )
     return result
@@ -266,11 +282,13 @@ def iter_batches(
     ``max_samples`` samples of an iterable.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise AnalysisInputError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         xs, ys = data
         if xs.shape[0] != ys.shape[0]:
-            raise ValueError(f"X and Y have different lengths: {xs.shape[0]} and {ys.shape[0]}")
+            raise AnalysisInputError(
+                f"X and Y have different lengths: {xs.shape[0]} and {ys.shape[0]}"
+            )
         idx = _subset_indices(xs.shape[0], max_samples, seed)
         for start in range(0, len(idx), batch_size):
             sel = idx[start : start + batch_size]
@@ -297,7 +315,7 @@ def _subset_indices(n: int, max_samples: int | None, seed: int) -> Tensor:
     if max_samples is None or max_samples >= n:
         return torch.arange(n)
     if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
+        raise AnalysisInputError(f"max_samples must be >= 1 or None, got {max_samples}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_samples]
     return perm.sort().values
 
@@ -327,7 +345,9 @@ def collect_dataset_features(
             feats.setdefault(name, []).append(f.reshape(f.shape[0], -1) if flatten else f)
         labels.append(y.reshape(-1).long().cpu())
     if not labels:
-        raise ValueError("the data yielded no samples; check the dataset split and max_samples")
+        raise AnalysisInputError(
+            "the data yielded no samples; check the dataset split and max_samples"
+        )
     return {name: torch.cat(parts) for name, parts in feats.items()}, torch.cat(labels)
 
 
@@ -345,7 +365,9 @@ def dataset_inputs(
         xs.append(x.reshape(x.shape[0], -1).float().cpu())
         ys.append(y.reshape(-1).long().cpu())
     if not xs:
-        raise ValueError("the data yielded no samples; check the dataset split and max_samples")
+        raise AnalysisInputError(
+            "the data yielded no samples; check the dataset split and max_samples"
+        )
     return torch.cat(xs), torch.cat(ys)
 
 

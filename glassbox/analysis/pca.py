@@ -1,7 +1,8 @@
 """PCA for the dimension-reduction layer: explained variance, choosing the dimension by a
 variance threshold, and the variance a given linear map actually keeps.
 
-The glass-box model reduces its invariant representation with PCA (DESIGN.md §2.1). These
+The glass-box model reduces its invariant representation with PCA (Manaswini & Bhatt,
+"Towards glass-box CNNs", arXiv 2101.10443). These
 functions are pure torch so the model can call them (:func:`choose_dim` to pick
 ``reduced_dim`` from a threshold) and the report can check the fitted map
 (:func:`variance_kept`).
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from glassbox.errors import AnalysisInputError, AnalysisTypeError
+
 # Above this many entries the centred data are multiplied in float32 (the eigenproblem stays
 # float64): a 1000 × 65536 conv layer would otherwise need half a gigabyte and twice the time
 # in float64, for principal axes that a linear probe does not need to more digits.
@@ -23,14 +26,14 @@ _TOL = 1e-6  # float32 ratios sum to 1 only up to ~1e-7
 
 def _as_2d(features: Tensor, what: str = "features") -> Tensor:
     if not isinstance(features, Tensor):
-        raise TypeError(f"{what} must be a tensor (N, ...), got {type(features).__name__}")
+        raise AnalysisTypeError(f"{what} must be a tensor (N, ...), got {type(features).__name__}")
     if features.ndim < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"{what} must be (N, ...) so that they flatten to 2-D (N, D); got shape {tuple(features.shape)}"
         )
     x = features.reshape(features.shape[0], -1)
     if x.shape[0] < 2:
-        raise ValueError(f"PCA needs at least two samples, got {x.shape[0]}")
+        raise AnalysisInputError(f"PCA needs at least two samples, got {x.shape[0]}")
     return x
 
 
@@ -82,7 +85,7 @@ def explained_variance_ratio(features: Tensor) -> Tensor:
     xc, _ = _centred(features)
     vals, _, total = _spectrum(xc, need_vectors=False)
     if total <= 0:
-        raise ValueError(
+        raise AnalysisInputError(
             "the features do not vary (total variance 0): there is nothing for PCA to explain"
         )
     return vals / total
@@ -107,27 +110,27 @@ def choose_dim(explained_variance_ratio: Tensor | list[float], threshold: float)
     except (TypeError, ValueError):
         threshold = float("nan")
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(
+        raise AnalysisInputError(
             f"variance threshold must be a fraction in (0, 1], e.g. 0.95; got {given!r}"
         )
     if r.numel() == 0:
-        raise ValueError("explained_variance_ratio is empty")
+        raise AnalysisInputError("explained_variance_ratio is empty")
     if not torch.isfinite(r).all() or (r < -_TOL).any():
-        raise ValueError(
+        raise AnalysisInputError(
             "explained_variance_ratio must be finite and non-negative (fractions of the variance)"
         )
     if r.sum() <= 0:
-        raise ValueError(
+        raise AnalysisInputError(
             "explained_variance_ratio is all zero: the PCA was not fitted (or the data do not vary)"
         )
     if r.sum() > 1.0 + 1e-6:
-        raise ValueError(
+        raise AnalysisInputError(
             f"explained_variance_ratio sums to {float(r.sum()):.6f} > 1: pass ratios, not variances "
             "(divide by the total variance)"
         )
     cum = r.sort(descending=True).values.clamp_min(0).cumsum(0)
     if cum[-1] < threshold - _TOL:
-        raise ValueError(
+        raise AnalysisInputError(
             f"the given components keep only {float(cum[-1]):.4f} of the variance < threshold {threshold}: "
             "pass the full spectrum (every component) or lower the threshold"
         )
@@ -159,20 +162,20 @@ def fit_pca(features: Tensor, dim: int | None = None, threshold: float | None = 
     |loading| positive) so that fits are deterministic.
     """
     if (dim is None) == (threshold is None):
-        raise ValueError(
+        raise AnalysisInputError(
             "give exactly one of dim (number of components) or threshold (variance fraction)"
         )
     xc, mean = _centred(features)
     vals, vecs, total = _spectrum(xc, need_vectors=True)
     if total <= 0:
-        raise ValueError(
+        raise AnalysisInputError(
             "the features do not vary (total variance 0): there is nothing for PCA to fit"
         )
     ratio = vals / total
     if threshold is not None:
         dim = choose_dim(ratio, threshold)
     elif not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}")
+        raise AnalysisInputError(f"dim must be a positive int, got {dim!r}")
     dim = min(dim, int(vals.numel()))
     comps = _axes(xc, vals, vecs, dim).T.contiguous()
     sign = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
@@ -191,12 +194,14 @@ def variance_kept(features: Tensor, weight: Tensor) -> float:
     xc, _ = _centred(features)
     if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != xc.shape[1]:
         shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-        raise ValueError(f"weight must be (d, {xc.shape[1]}) to act on these features, got {shape}")
+        raise AnalysisInputError(
+            f"weight must be (d, {xc.shape[1]}) to act on these features, got {shape}"
+        )
     _, s, vh = torch.linalg.svd(weight.detach().double().cpu(), full_matrices=False)
     basis = vh[s > s.max() * 1e-10] if s.numel() and s.max() > 0 else vh[:0]
     total = xc.double().pow(2).sum()
     if total <= 0:
-        raise ValueError("the features do not vary (total variance 0): no variance to keep")
+        raise AnalysisInputError("the features do not vary (total variance 0): no variance to keep")
     kept = (xc.cpu() @ basis.T.to(xc.dtype)).double().pow(2).sum()
     return float(kept / total)
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from glassbox.errors import AnalysisInputError, AnalysisStateError, AnalysisTypeError
+
 CLASS_SOURCES = ("predicted", "true", "none")
 
 
@@ -32,7 +34,7 @@ def rotation_order_of(net: nn.Module) -> int:
     gspace = getattr(net, "gspace", None)
     group = getattr(gspace, "fibergroup", None)
     if group is None:
-        raise ValueError(
+        raise AnalysisInputError(
             f"{type(net).__name__} has no e2cnn gspace (net.gspace.fibergroup): pass rotation_order explicitly"
         )
     return int(getattr(group, "rotation_order", None) or group.order())
@@ -46,11 +48,11 @@ def _rotation_axis(equivariant: Tensor, n_rot: int) -> Tensor:
             if isinstance(equivariant, Tensor)
             else type(equivariant).__name__
         )
-        raise ValueError(
+        raise AnalysisInputError(
             f"equivariant features must be (B, C, |G|) (net.layers(x).equivariant), got {shape}"
         )
     if n_rot < 1 or equivariant.shape[-1] % n_rot:
-        raise ValueError(
+        raise AnalysisInputError(
             f"the group axis has {equivariant.shape[-1]} entries, not a multiple of the rotation order {n_rot}"
         )
     b = equivariant.shape[0]
@@ -73,7 +75,9 @@ class PoseReadout:
 
     def __init__(self, rotation_order: int) -> None:
         if not isinstance(rotation_order, int) or rotation_order < 1:
-            raise ValueError(f"rotation_order must be a positive int, got {rotation_order!r}")
+            raise AnalysisInputError(
+                f"rotation_order must be a positive int, got {rotation_order!r}"
+            )
         self.n = rotation_order
         self.template: Tensor | None = None  # (C', N)
         self.class_templates: Tensor | None = None  # (K, C', N)
@@ -90,13 +94,15 @@ class PoseReadout:
         """Templates from upright examples: the mean fields overall and per class."""
         f = self._prepare(equivariant)
         if f.shape[0] == 0:
-            raise ValueError("fit needs at least one example")
+            raise AnalysisInputError("fit needs at least one example")
         self.template = f.mean(0)
         self.class_templates = None
         if labels is not None:
             y = torch.as_tensor(labels, device=f.device).long().reshape(-1)
             if y.shape[0] != f.shape[0] or (y < 0).any():
-                raise ValueError(f"labels must be (B,)=({f.shape[0]},) non-negative class indices")
+                raise AnalysisInputError(
+                    f"labels must be (B,)=({f.shape[0]},) non-negative class indices"
+                )
             k = int(y.max()) + 1
             sums = torch.zeros(k, *f.shape[1:], dtype=f.dtype, device=f.device).index_add_(0, y, f)
             counts = torch.bincount(y, minlength=k).to(f.dtype)
@@ -108,18 +114,22 @@ class PoseReadout:
     def scores(self, equivariant: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B, N): correlation of the input's fields with its template rolled by each step."""
         if self.template is None:
-            raise RuntimeError("PoseReadout is not fitted: call fit() on upright examples first")
+            raise AnalysisStateError(
+                "PoseReadout is not fitted: call fit() on upright examples first"
+            )
         f = self._prepare(equivariant)
         if labels is None or self.class_templates is None:
             t = self.template.to(f.device).expand(f.shape[0], -1, -1)
         else:
             y = torch.as_tensor(labels).long().reshape(-1).to(self.class_templates.device)
             if y.shape[0] != f.shape[0]:
-                raise ValueError(f"labels must have shape ({f.shape[0]},), got {tuple(y.shape)}")
+                raise AnalysisInputError(
+                    f"labels must have shape ({f.shape[0]},), got {tuple(y.shape)}"
+                )
             y = y.clamp(0, self.class_templates.shape[0] - 1)
             t = self.class_templates[y].to(f.device)
         if t.shape[1:] != f.shape[1:]:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"features have {f.shape[1]} fields but the readout was fitted on {t.shape[1]}"
             )
         rolled = t[..., self._index.to(f.device)]  # (B, C', N_s, N)
@@ -166,18 +176,18 @@ def pose_accuracy(
     unrotated image (1.0 for an exactly equivariant net, whatever the templates).
     """
     if class_source not in CLASS_SOURCES:
-        raise ValueError(
+        raise AnalysisInputError(
             f"class_source must be one of {', '.join(CLASS_SOURCES)}, got {class_source!r}"
         )
     if class_source == "true" and test_labels is None:
-        raise ValueError("class_source='true' needs test_labels")
+        raise AnalysisInputError("class_source='true' needs test_labels")
     if not callable(getattr(net, "layers", None)):
-        raise TypeError(
+        raise AnalysisTypeError(
             f"{type(net).__name__} has no layers(x) with an equivariant part; pose needs a glass-box net"
         )
     n = rotation_order if rotation_order is not None else rotation_order_of(net)
     if n % 4:
-        raise ValueError(
+        raise AnalysisInputError(
             f"rotation order {n} is not a multiple of 4: a 90° rotation is then not a group element, "
             "so the readout cannot be exact; use a group order that is a multiple of 4"
         )

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from glassbox.analysis.layers import INPUT
+from glassbox.errors import AnalysisInputError, ReportInputError
 
 SEPARABILITY_FILE = "separability"
 PROBES_FILE = "probes"
@@ -58,7 +59,7 @@ def markdown_table(
 def write_table(rows: Sequence[dict], out_dir: str | Path, stem: str) -> dict[str, Path]:
     """Write ``rows`` to ``<out_dir>/<stem>.csv``, ``.json`` and ``.md``; return the paths."""
     if not rows:
-        raise ValueError(f"no rows to write for {stem!r}")
+        raise AnalysisInputError(f"no rows to write for {stem!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = _columns(rows)
@@ -121,7 +122,7 @@ def plot_separability(
 ) -> Path:
     """Bars per layer, coloured by model, one panel per measure; raw pixels as a dashed line."""
     if not rows:
-        raise ValueError("no separability rows to plot")
+        raise AnalysisInputError("no separability rows to plot")
     models = _model_order(rows)
     pixels = next((r for r in rows if r["model"] == INPUT), None)
     ordered = ([pixels] if pixels else []) + [r for m in models for r in rows if r["model"] == m]
@@ -166,7 +167,7 @@ def plot_separability(
 def plot_probes(rows: Sequence[dict], path: str | Path) -> Path:
     """Test accuracy of each analytical classifier per representation (grouped bars)."""
     if not rows:
-        raise ValueError("no classifier rows to plot")
+        raise AnalysisInputError("no classifier rows to plot")
     reps = list(dict.fromkeys((r["model"], r["layer"]) for r in rows))
     clfs = list(dict.fromkeys(r["classifier"] for r in rows))
     acc = {(r["model"], r["layer"], r["classifier"]): float(r["test_acc"]) for r in rows}
@@ -246,7 +247,7 @@ def compare_runs(inputs: Sequence[str | Path], out_dir: str | Path) -> dict[str,
         out.update({f"{stem}.{k}": v for k, v in write_table(rows, out_dir, stem).items()})
         out[f"{stem}.png"] = plot(rows, Path(out_dir) / f"{stem}.png")
     if not out:
-        raise FileNotFoundError(
+        raise ReportInputError(
             f"no {SEPARABILITY_FILE}.csv or {PROBES_FILE}.csv under {[str(p) for p in inputs]}: pass run "
             "directories of runs with the separability callback, or the CSV files"
         )

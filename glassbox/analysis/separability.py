@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from glassbox.analysis.layers import INPUT, LayerSpec, collect_features, iter_batches
 from glassbox.devices import full_precision
+from glassbox.errors import AnalysisInputError
 from glassbox.metrics.separability import (
     MEASURES,
     ClassSeparability,
@@ -93,7 +94,7 @@ def layerwise_separability(
     """
     num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
     if num_classes is None:
-        raise ValueError(
+        raise AnalysisInputError(
             f"pass num_classes: {type(model).__name__} has no num_classes attribute to read it from"
         )
     metrics: dict[str, ClassSeparability] = {}
@@ -103,6 +104,8 @@ def layerwise_separability(
                 metrics[layer] = ClassSeparability(num_classes)
             metrics[layer].update(f, y)
     if not metrics:
-        raise ValueError("the data yielded no samples; check the dataset split and max_samples")
+        raise AnalysisInputError(
+            "the data yielded no samples; check the dataset split and max_samples"
+        )
     name = model_name if model_name is not None else type(model).__name__
     return [_row(name, layer, m) for layer, m in metrics.items()]

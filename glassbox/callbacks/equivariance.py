@@ -1,7 +1,8 @@
 """Layerwise equivariance report during training and evaluation.
 
 A thin adapter around :func:`glassbox.equivariance.measure_layerwise`: on a fixed held-out
-batch it measures every default layer (or the configured ones) of ``pl_module.net``, logs
+batch it measures every default layer (or the configured ones, by ``named_modules()`` name)
+of the network (see :class:`~glassbox.callbacks.base.AnalysisCallback`), logs
 one scalar per (layer, measure) (the mean over the group's elements), a W&B table and the
 error-vs-depth plot, and writes ``equivariance.{csv,json}``, ``equivariance_summary.csv``
 and ``equivariance.png`` into ``<output_dir>/equivariance/<tag>/``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 
@@ -26,19 +28,20 @@ from glassbox.equivariance import (
     summary_table,
 )
 from glassbox.equivariance.groups import check_exact_policy
-from glassbox.equivariance.layerwise import _resolve_layers
+from glassbox.equivariance.layerwise import resolve_layer_names
+from glassbox.errors import AnalysisInputError, ConfigError
 
 
 class EquivarianceCallback(AnalysisCallback):
     """Per-layer invariance / known-action / spatial / best-fit errors, prediction consistency
-    and (optionally) the Lie derivative of ``pl_module.net``.
+    and (optionally) the Lie derivative of the network.
 
     Args (besides :class:`~glassbox.callbacks.base.AnalysisCallback`'s):
         group: ``"C4"`` (default: exact on square grids), ``"D4"``, ``"flip"``, ``"C8"``
             (needs ``exact`` other than ``"error"``), ``"SO2"`` (Lie derivative only).
         measures: subset of ``invariance, equivariance, spatial, best_fit, consistency,
             lie_derivative``; ``None``: every finite measure (+ Lie derivative for ``SO2``).
-        layers: module names of the net plus ``"output"``; ``None``: every conv or
+        layers: ``named_modules()`` names of the network plus ``"output"``; ``None``: every conv or
             equivariant block, every pooling layer and the output.
         exact: ``error`` | ``warn`` | ``interpolate``: elements the grid cannot represent.
         fit_fraction: share of the batch that fits the best-fit channel maps (the error is
@@ -69,22 +72,38 @@ class EquivarianceCallback(AnalysisCallback):
         ridge: float = 1e-8,
         min_fit_ratio: float = 4.0,
         model_name: str | None = None,
+        data: Any = None,
+        image_key: str | None = None,
+        label_key: str | None = None,
+        model_attr: str | None = None,
+        on_error: str = "skip",
     ) -> None:
         super().__init__(
-            output_dir, every_n_epochs, at_fit_end, at_test_end, num_images, split, seed
-        )
+            output_dir=output_dir, every_n_epochs=every_n_epochs, at_fit_end=at_fit_end,
+            at_test_end=at_test_end, num_images=num_images, split=split, seed=seed, data=data,
+            image_key=image_key, label_key=label_key, model_attr=model_attr, on_error=on_error,
+        )  # fmt: skip
         # fail at instantiation, not after an epoch of training
         self.group = get_group(group)
         check_exact_policy(exact)
+        inexact = [e.name for e in self.group.elements if not e.is_exact_on(2, 2)]
+        if inexact and exact == "error":
+            raise ConfigError(
+                f"group {self.group.name} has elements the pixel grid cannot represent exactly "
+                f"({', '.join(inexact)}), and exact=error refuses them; set exact to warn or "
+                "interpolate, or use C4, D4 or flip"
+            )
         if measures is not None:
             measures = [measures] if isinstance(measures, str) else list(measures)
             bad = [m for m in measures if m not in MEASURES]
             if bad:
-                raise ValueError(f"unknown equivariance measure(s) {bad}; choose from {MEASURES}")
+                raise AnalysisInputError(
+                    f"unknown equivariance measure(s) {bad}; choose from {MEASURES}"
+                )
         if not 0.0 < fit_fraction < 1.0:
-            raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
+            raise AnalysisInputError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
         if num_images < 2:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"num_images must be >= 2 (the best-fit measure holds images out), got {num_images}"
             )
         self.measures = measures
@@ -96,15 +115,14 @@ class EquivarianceCallback(AnalysisCallback):
         self.model_name = model_name
         self._workspace = Workspace()  # scratch buffers kept between runs
 
-    def check_model(self, pl_module: LightningModule) -> None:
-        """Fail before training if ``layers`` names a layer the net does not have."""
+    def check_model(self, net) -> None:
         if self.layers is not None:
-            _resolve_layers(getattr(pl_module, "net", pl_module), self.layers)
+            resolve_layer_names(net, self.layers)  # unknown names: one line listing the valid ones
 
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
         x, _ = self.analysis_batch(trainer, pl_module)
-        net = getattr(pl_module, "net", pl_module)
-        model = self.model_name or getattr(pl_module, "name", "") or type(net).__name__
+        net = self.network(pl_module)
+        model = self.model_label(pl_module, net)
         records = measure_layerwise(
             net,
             x,

@@ -1,4 +1,4 @@
-"""Representative interpretations of ``pl_module.net``: boundaries, coverage, galleries, AD/AI.
+"""Representative interpretations of the network: boundaries, coverage, galleries, AD/AI.
 
 A thin adapter around :mod:`glassbox.interpret`. It builds ``interpretations_per_class``
 representative interpretations per predicted class from reference images of
@@ -19,19 +19,20 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from glassbox.callbacks.base import AnalysisCallback, log_image, log_table
+from glassbox.callbacks.base import SPLITS, AnalysisCallback, log_image, log_table
+from glassbox.errors import AnalysisInputError
 from glassbox.interpret import (
     CAM_METHODS,
     Interpretation,
     RepresentativeInterpreter,
     compare_saliency_methods,
 )
-
-SPLITS = ("train", "val", "test")
+from glassbox.interpret.split import default_layer, split_model
 
 
 class RepresentativeInterpretationCallback(AnalysisCallback):
@@ -39,9 +40,11 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
 
     Args (besides :class:`AnalysisCallback`'s; ``split``/``num_images`` pick the held-out
     images used for held-out coverage and AD/AI):
-        layer: ψ layer, a dotted name in ``net.sequential()`` (``None``: AlexNet → the ReLU of
-            the last conv, ``features.11``; glass-box → ``features``, the invariant maps
-            before pooling).
+        layer: ψ layer, a ``named_modules()`` name of the network, which must be an
+            ``nn.Sequential`` (nested ones are flattened) or have a ``sequential()`` method
+            returning one; the head G after it must be piecewise linear (``None``: the last
+            convolution and its ReLU; AlexNet → ``features.11``, glass-box → ``group_pool``,
+            the invariant maps before pooling).
         reference_split / num_reference: images the interpretations are built from.
         interpretations_per_class: k, interpretations per predicted class.
         num_candidates: |Q| per interpretation.
@@ -79,27 +82,36 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
         gallery_size: int = 8,
         max_galleries: int = 10,
         batch_size: int = 256,
+        data: Any = None,
+        image_key: str | None = None,
+        label_key: str | None = None,
+        model_attr: str | None = None,
+        on_error: str = "skip",
     ) -> None:
         super().__init__(
-            output_dir, every_n_epochs, at_fit_end, at_test_end, num_images, split, seed
-        )
+            output_dir=output_dir, every_n_epochs=every_n_epochs, at_fit_end=at_fit_end,
+            at_test_end=at_test_end, num_images=num_images, split=split, seed=seed, data=data,
+            image_key=image_key, label_key=label_key, model_attr=model_attr, on_error=on_error,
+        )  # fmt: skip
         if reference_split not in SPLITS:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"reference_split must be one of {', '.join(SPLITS)}, got {reference_split!r}"
             )
         unknown = [b for b in baselines if b not in CAM_METHODS]
         if unknown:
-            raise ValueError(f"unknown baselines {unknown}; choose from {', '.join(CAM_METHODS)}")
+            raise AnalysisInputError(
+                f"unknown baselines {unknown}; choose from {', '.join(CAM_METHODS)}"
+            )
         if interpretations_per_class < 1:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"interpretations_per_class must be >= 1, got {interpretations_per_class}"
             )
         if num_reference < 2:
-            raise ValueError(f"num_reference must be >= 2, got {num_reference}")
+            raise AnalysisInputError(f"num_reference must be >= 2, got {num_reference}")
         if backend not in ("packed", "bool"):
-            raise ValueError(f"backend must be 'packed' or 'bool', got {backend!r}")
+            raise AnalysisInputError(f"backend must be 'packed' or 'bool', got {backend!r}")
         if not 0 < keep_fraction <= 1:
-            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+            raise AnalysisInputError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
         self.layer = layer
         self.reference_split, self.num_reference = reference_split, num_reference
         self.k = interpretations_per_class
@@ -110,19 +122,22 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
         self.batch_size = batch_size
 
     # ------------------------------------------------------------------ analysis
+    def check_model(self, net) -> None:
+        # unknown layer, a model that cannot be split, a head that is not piecewise linear:
+        # one line naming the module, before training starts
+        split_model(net, self.layer or default_layer(net))
+
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
         dm = trainer.datamodule
-        net = pl_module.net
+        net = self.network(pl_module)
         device = pl_module.device
-        ref_x, ref_y = dm.analysis_batch(
-            split=self.reference_split, n=self.num_reference, seed=self.seed
-        )
+        ref_x, ref_y = self.images(trainer, pl_module, self.reference_split, self.num_reference)
         held_x, _ = self.analysis_batch(trainer, pl_module)
         interpreter = RepresentativeInterpreter(
             net,
             ref_x.to(device),
             layer=self.layer,
-            reference_labels=ref_y.to(device),
+            reference_labels=ref_y,
             num_candidates=self.num_candidates,
             delta=self.delta,
             backend=self.backend,

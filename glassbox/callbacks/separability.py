@@ -1,7 +1,8 @@
 """Separability report: per-layer class separability, analytical classifiers, PCA and pose.
 
-A thin adapter around :mod:`glassbox.analysis`: it reads the train and evaluation splits of
-the datamodule, measures every layer of ``pl_module.net`` (and the raw pixels), writes
+A thin adapter around :mod:`glassbox.analysis`: it reads the train and evaluation splits (the
+given data, the datamodule's tensors or datasets, or the split dataloaders' datasets), measures
+every layer of the network (and the raw pixels), writes
 tables and plots into ``<output_dir>/separability/<tag>/`` and logs them to W&B.
 """
 
@@ -12,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 
@@ -38,6 +40,7 @@ from glassbox.analysis.report import (
 )
 from glassbox.analysis.separability import layerwise_separability, separability_table
 from glassbox.callbacks.base import AnalysisCallback, log_image, log_table
+from glassbox.errors import AnalysisInputError
 from glassbox.metrics.separability import MEASURES
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,10 @@ class SeparabilityCallback(AnalysisCallback):
     """Per-layer class separability of the net (and raw pixels) with analytical classifiers.
 
     Args (besides :class:`AnalysisCallback`'s; ``split`` is the evaluation split):
-        layers: layers to report (``None``: every glass-box block + invariant/reduced/logits,
-            or every conv/linear layer of a plain CNN); names or ``{name: module path}``.
+        layers: layers to report: ``named_modules()`` names of the network, or
+            ``{row name: named_modules() name}`` (``None``: every glass-box block +
+            invariant/reduced/logits, or every conv/linear layer of a plain CNN, read after its
+            activation, with the row names ``conv1``…, ``fc1``…, ``logits``).
         include_input: report the raw pixels too.
         max_train_samples: training images used to fit the classifiers, the PCA report and
             the pose templates (a seeded subset; ``None``: all).
@@ -89,18 +94,25 @@ class SeparabilityCallback(AnalysisCallback):
         batch_size: int = 256,
         memory_budget_mb: float = 512.0,
         model_name: str | None = None,
+        data: Any = None,
+        image_key: str | None = None,
+        label_key: str | None = None,
+        model_attr: str | None = None,
+        on_error: str = "skip",
     ) -> None:
         super().__init__(
-            output_dir, every_n_epochs, at_fit_end, at_test_end, num_images, split, seed
-        )
+            output_dir=output_dir, every_n_epochs=every_n_epochs, at_fit_end=at_fit_end,
+            at_test_end=at_test_end, num_images=num_images, split=split, seed=seed, data=data,
+            image_key=image_key, label_key=label_key, model_attr=model_attr, on_error=on_error,
+        )  # fmt: skip
         for clf in classifiers:
             make_classifier(clf)  # unknown names fail at instantiation, not after training
         if pose_class_source not in CLASS_SOURCES:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"pose_class_source must be one of {', '.join(CLASS_SOURCES)}, got {pose_class_source!r}"
             )
         if pca_threshold is not None and not 0 < pca_threshold <= 1:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"pca_threshold must be a fraction in (0, 1] or null, got {pca_threshold}"
             )
         for arg, value in (
@@ -108,7 +120,7 @@ class SeparabilityCallback(AnalysisCallback):
             ("max_eval_samples", max_eval_samples),
         ):
             if value is not None and value < 2:
-                raise ValueError(f"{arg} must be >= 2 or null (all samples), got {value}")
+                raise AnalysisInputError(f"{arg} must be >= 2 or null (all samples), got {value}")
         self.layers = (
             dict(layers)
             if isinstance(layers, Mapping)
@@ -123,38 +135,24 @@ class SeparabilityCallback(AnalysisCallback):
         self.batch_size, self.memory_budget_mb = batch_size, memory_budget_mb
         self.model_name = model_name
 
-    # ------------------------------------------------------------------ data access
-    @staticmethod
-    def _split_data(datamodule, split: str):
-        """(X, Y) tensors of a split if the datamodule offers them, else its dataset."""
-        if callable(getattr(datamodule, "tensors", None)):
-            return datamodule.tensors(split)
-        ds = getattr(datamodule, f"{split}_dataset", None)
-        if ds is None:
-            datamodule.setup("fit" if split in ("train", "val") else "test")
-            ds = getattr(datamodule, f"{split}_dataset", None)
-        if ds is None:
-            raise ValueError(f"the datamodule has no {split}_dataset for the separability report")
-        return ds
+    needs_labels = True
+
+    def check_model(self, net) -> None:
+        resolve_layers(net, self.layers)  # unknown names: one line listing the valid ones
 
     @staticmethod
     def _upright(datamodule) -> bool:
         rotation = getattr(datamodule, "rotation", None) or {}
         return rotation.get("split", "none") == "none"
 
-    def check_model(self, pl_module: LightningModule) -> None:
-        """Fail before training if ``layers`` names a layer the net does not have."""
-        if self.layers is not None:
-            resolve_layers(getattr(pl_module, "net", pl_module), self.layers)
-
     # ------------------------------------------------------------------ analysis
     def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
-        net = pl_module.net
+        net = self.network(pl_module)
         dm = trainer.datamodule
-        model = self.model_name or getattr(pl_module, "name", "") or type(net).__name__
+        model = self.model_label(pl_module, net)
         num_classes = getattr(dm, "num_classes", None) or getattr(net, "num_classes", None)
-        train = self._split_data(dm, "train")
-        evaluation = self._split_data(dm, self.split)
+        train = self.split_data(trainer, pl_module, "train", self.max_train_samples)
+        evaluation = self.split_data(trainer, pl_module, self.split, self.max_eval_samples)
         out = self.out_dir(tag)
         resolve_layers(net, self.layers)  # fail early, with the list of valid names
         common = {"batch_size": self.batch_size, "seed": self.seed}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from glassbox.equivariance.groups import GroupElement, transform_grid
+from glassbox.errors import AnalysisInputError, AnalysisTypeError
 
 _ANGLE_TOL = 1e-6
 
@@ -159,11 +160,13 @@ def known_action(feature: Any, element: GroupElement, exact: str = "error") -> t
         tensor = feature.tensor
         action = fibre_action(feature.type, element, tensor.device, tensor.dtype)
         if action is None:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"{element.name} is not an element of the symmetry group {feature.type.gspace.name} of this "
                 "GeometricTensor; measure with a subgroup of the model's group (e.g. 'C4' for a C8 model)"
             )
         return action(spatial_action(tensor, element, exact))
     if not torch.is_tensor(feature):
-        raise TypeError(f"expected a tensor or GeometricTensor, got {type(feature).__name__}")
+        raise AnalysisTypeError(
+            f"expected a tensor or GeometricTensor, got {type(feature).__name__}"
+        )
     return spatial_action(feature, element, exact)

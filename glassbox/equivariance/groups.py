@@ -20,10 +20,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from glassbox.errors import AnalysisInputError, AnalysisTypeError
+
 EXACT_POLICIES = ("error", "warn", "interpolate")
 
 
-class GroupRepresentabilityError(ValueError):
+class GroupRepresentabilityError(AnalysisInputError):
     """A group element cannot be applied exactly on the given pixel grid."""
 
 
@@ -90,14 +92,14 @@ class Group:
 def cyclic(n: int) -> Group:
     """C_n: rotations by multiples of 360°/n (only the multiples of 90° are exact on the grid)."""
     if n < 2:
-        raise ValueError(f"cyclic group order must be >= 2, got {n}")
+        raise AnalysisInputError(f"cyclic group order must be >= 2, got {n}")
     return Group(f"C{n}", tuple(GroupElement(360.0 * k / n) for k in range(1, n)))
 
 
 def dihedral(n: int) -> Group:
     """D_n: the n rotations of C_n and their compositions with the left-right mirror."""
     if n < 1:
-        raise ValueError(f"dihedral group order must be >= 1, got {n}")
+        raise AnalysisInputError(f"dihedral group order must be >= 1, got {n}")
     rotations = [GroupElement(360.0 * k / n) for k in range(1, n)]
     flips = [GroupElement(360.0 * k / n, flip=True) for k in range(n)]
     return Group(f"D{n}", tuple(rotations + flips))
@@ -112,7 +114,9 @@ def rotations(angles: Sequence[float]) -> Group:
     """Arbitrary rotation angles in degrees (interpolated unless multiples of 90°)."""
     elements = tuple(e for e in (GroupElement(a) for a in angles) if not e.is_identity)
     if not elements:
-        raise ValueError(f"rotations() needs at least one non-zero angle, got {list(angles)}")
+        raise AnalysisInputError(
+            f"rotations() needs at least one non-zero angle, got {list(angles)}"
+        )
     return Group("rot[" + ",".join(f"{e.angle:g}" for e in elements) + "]", elements)
 
 
@@ -130,7 +134,9 @@ def get_group(spec: str | Group) -> Group:
     if isinstance(spec, Group):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"group must be a Group or a string like 'C4', got {type(spec).__name__}")
+        raise AnalysisTypeError(
+            f"group must be a Group or a string like 'C4', got {type(spec).__name__}"
+        )
     key = spec.strip()
     if key.lower() in ("flip", "reflection", "mirror"):
         return reflection()
@@ -138,7 +144,7 @@ def get_group(spec: str | Group) -> Group:
         return continuous_rotation()
     match = _SPEC.match(key.upper())
     if match is None:
-        raise ValueError(
+        raise AnalysisInputError(
             f"unknown group {spec!r}: use 'C<n>' (rotations), 'D<n>' (rotations and mirrors), 'flip' or 'SO2'"
         )
     n = int(match["n"])
@@ -150,7 +156,7 @@ def get_group(spec: str | Group) -> Group:
 
 def check_exact_policy(exact: str) -> None:
     if exact not in EXACT_POLICIES:
-        raise ValueError(f"exact must be one of {EXACT_POLICIES}, got {exact!r}")
+        raise AnalysisInputError(f"exact must be one of {EXACT_POLICIES}, got {exact!r}")
 
 
 def transform_grid(

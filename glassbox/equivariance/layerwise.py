@@ -31,6 +31,7 @@ from glassbox.equivariance.groups import (
     transform_images,
 )
 from glassbox.equivariance.measures import lie_derivative_norms, split_sizes
+from glassbox.errors import AnalysisInputError, AnalysisTypeError
 
 OUTPUT = "output"
 MEASURES = ("invariance", "equivariance", "spatial", "best_fit", "consistency", "lie_derivative")
@@ -40,11 +41,11 @@ LIE_ELEMENT = "d/dtheta"
 Action = Callable[[torch.Tensor, GroupElement], torch.Tensor]
 
 
-class LayerSelectionError(ValueError):
+class LayerSelectionError(AnalysisInputError):
     """A requested layer does not exist, or does not run exactly once per forward pass."""
 
 
-class LayerOutputError(TypeError):
+class LayerOutputError(AnalysisTypeError):
     """A measured layer (or the model) returned something other than a tensor."""
 
 
@@ -144,7 +145,9 @@ def default_layers(model: nn.Module) -> list[str]:
     return chosen + [OUTPUT]
 
 
-def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+def resolve_layer_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    """The measured layers: ``layers`` checked against ``named_modules()`` + ``"output"``
+    (:class:`LayerSelectionError` lists the valid names), or :func:`default_layers`."""
     if layers is None:
         return default_layers(model)
     if isinstance(layers, str):
@@ -164,20 +167,20 @@ def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
 
 def _check_images(images: torch.Tensor) -> None:
     if not torch.is_tensor(images):
-        raise TypeError(
+        raise AnalysisTypeError(
             f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}"
         )
     if images.dim() != 4:
-        raise ValueError(
+        raise AnalysisInputError(
             f"images must be a batch of images of shape (B, C, H, W), got shape {tuple(images.shape)}; "
             "rotations and flips act only on image inputs (use x[None] for a single image)"
         )
     if not images.is_floating_point():
-        raise TypeError(
+        raise AnalysisTypeError(
             f"images must be floating point (normalised), got {images.dtype}; convert with images.float()"
         )
     if images.shape[-1] < 2 or images.shape[-2] < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"images must have a spatial size of at least 2×2, got {tuple(images.shape[-2:])}"
         )
 
@@ -360,13 +363,13 @@ def measure_layerwise(
     measures = tuple(dict.fromkeys([measures] if isinstance(measures, str) else measures))
     bad = [m for m in measures if m not in MEASURES]
     if bad:
-        raise ValueError(f"unknown measure(s) {bad}; choose from {MEASURES}")
+        raise AnalysisInputError(f"unknown measure(s) {bad}; choose from {MEASURES}")
     finite = [m for m in measures if m in FINITE_MEASURES]
     if finite and not group.elements:
-        raise ValueError(
+        raise AnalysisInputError(
             f"group {group.name} has no finite elements for measures {finite}; use e.g. 'C4' or 'D4'"
         )
-    names = _resolve_layers(model, layers)
+    names = resolve_layer_names(model, layers)
     actions = dict(actions or {})
     unknown_actions = [n for n in actions if n not in names]
     if unknown_actions:

@@ -1,4 +1,6 @@
-"""Equivariance measures of one layer's features (DESIGN.md §2.2).
+"""Equivariance measures of one layer's features (Lenc & Vedaldi, "Understanding image
+representations by measuring their equivariance and equivalence", CVPR 2015; Gruver et al.,
+"The Lie derivative for measuring learned equivariance", ICLR 2023).
 
 Every error is relative over the whole batch, ‖·‖ / ‖φ(x)‖, not an average of per-image
 ratios (tiny norms would dominate). Functions return 0-d tensors so a caller can compute
@@ -21,6 +23,7 @@ import torch
 
 from glassbox.equivariance.actions import known_action, spatial_action
 from glassbox.equivariance.groups import GroupElement, rotation_generator
+from glassbox.errors import AnalysisInputError
 
 
 def relative_error(
@@ -58,9 +61,9 @@ def spatial_error(
 def split_sizes(batch: int, fit_fraction: float) -> tuple[int, int]:
     """(fit, held-out) image counts; both must be positive."""
     if not 0.0 < fit_fraction < 1.0:
-        raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
+        raise AnalysisInputError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
     if batch < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"the best-fit measure needs >= 2 images (a fit and a held-out split), got {batch}"
         )
     n_fit = min(max(1, round(batch * fit_fraction)), batch - 1)
@@ -109,7 +112,9 @@ def best_fit_error(
     equals that of φ(x), so one Gram serves every exact element).
     """
     if f_x.dim() != 4:
-        raise ValueError(f"best_fit needs (B, C, H, W) feature maps, got shape {tuple(f_x.shape)}")
+        raise AnalysisInputError(
+            f"best_fit needs (B, C, H, W) feature maps, got shape {tuple(f_x.shape)}"
+        )
     if transformed is None:
         transformed = spatial_action(f_x, element, exact)
     n_fit, _ = split_sizes(f_x.shape[0], fit_fraction)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassbox.devices import full_precision
+from glassbox.errors import AnalysisInputError
 from glassbox.interpret.split import _has_inplace, _head_leaves, assert_piecewise_linear, run_head
 
 __all__ = ["LinearBoundaries", "decision_boundaries", "logits_and_pairs"]
@@ -103,7 +104,7 @@ def logits_and_pairs(head: nn.Module, alpha: Tensor) -> tuple[Tensor, Tensor, Te
     """G(α) and its top-1 / top-2 classes."""
     logits = run_head(head, alpha)
     if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"the head must map features to (N, num_classes >= 2) logits, got shape {tuple(logits.shape)}"
         )
     top = logits.topk(2, dim=1).indices
@@ -235,7 +236,7 @@ def _boundaries_of_batch(
         tape.append((adjoint, weight))
     logits = x
     if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"the head must map features to (N, num_classes >= 2) logits, got shape {tuple(logits.shape)}"
         )
     if p is None:
@@ -298,11 +299,13 @@ def decision_boundaries(
     if check:
         assert_piecewise_linear(head, require_eval=True)
     if alpha.dim() < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"alpha must be a batch (N, *feature_shape), got shape {tuple(alpha.shape)}"
         )
     if (pos_class is None) != (neg_class is None):
-        raise ValueError("give both pos_class and neg_class, or neither (top-1 / top-2 then)")
+        raise AnalysisInputError(
+            "give both pos_class and neg_class, or neither (top-1 / top-2 then)"
+        )
     leaves = [m for _, m in _head_leaves(head, None)]
     alpha = alpha.detach()
     n = alpha.shape[0]

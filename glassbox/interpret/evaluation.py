@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from glassbox.errors import AnalysisInputError
 from glassbox.interpret.representative import Interpretation, RepresentativeInterpreter
 
 __all__ = [
@@ -40,10 +41,10 @@ def keep_most_important(
     """e′: keep the ``keep`` fraction of pixels with the highest saliency (all channels), set
     the others to ``fill`` (a scalar or a per-channel (C,) tensor in the model's input space)."""
     if not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
+        raise AnalysisInputError(f"keep must be in (0, 1], got {keep}")
     n, c, h, w = images.shape
     if tuple(saliency.shape) != (n, h, w):
-        raise ValueError(
+        raise AnalysisInputError(
             f"saliency must have shape {(n, h, w)} to match the images, got {tuple(saliency.shape)}"
         )
     k = max(1, int(round(keep * h * w)))
@@ -108,7 +109,7 @@ def cam_saliency(
 
     cams = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
     if method not in cams:
-        raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(cams)}")
+        raise AnalysisInputError(f"unknown CAM method {method!r}; choose from {', '.join(cams)}")
     modes = [(m, m.training) for m in model.modules()]  # the package calls model.eval()
     saved_grads = [(p, p.grad) for p in model.parameters()]
     maps = []

@@ -1,4 +1,5 @@
-"""Heat maps of images under a representative interpretation (DESIGN.md §2.3).
+"""Heat maps of images under a representative interpretation (Lam et al., "Finding
+representative interpretations on convolutional neural networks", ICCV 2021).
 
 For each boundary h ∈ P, α_k = mean over spatial positions of w_h reshaped to the feature
 map's (K, H, W); the map is ReLU(Σ_k α_k ψ_k(x′)), upsampled to the image and min-max
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from glassbox.errors import AnalysisInputError
 from glassbox.interpret.boundaries import LinearBoundaries
 
 __all__ = ["channel_weights", "interpretation_heatmaps"]
@@ -21,7 +23,7 @@ def channel_weights(boundaries: LinearBoundaries) -> Tensor:
     """α (|P|, K): each boundary's normal averaged over the spatial positions."""
     shape = boundaries.feature_shape
     if len(shape) != 3:
-        raise ValueError(
+        raise AnalysisInputError(
             f"heat maps need a spatial feature map ψ of shape (K, H, W), got feature shape {shape}; "
             "split the model at a convolutional layer"
         )
@@ -38,7 +40,7 @@ def interpretation_heatmaps(
     """Heat maps (N, H_img, W_img) in [0, 1] of images with features ψ (N, K, H, W)."""
     alpha = channel_weights(boundaries).to(features.dtype)
     if features.dim() != 4 or tuple(features.shape[1:]) != tuple(boundaries.feature_shape):
-        raise ValueError(
+        raise AnalysisInputError(
             f"features must be (N, {', '.join(map(str, boundaries.feature_shape))}), got {tuple(features.shape)}"
         )
     out = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from glassbox.errors import AnalysisInputError
 from glassbox.interpret.boundaries import LinearBoundaries
 
 __all__ = ["interpretation_distance", "rank_by_interpretation"]
@@ -35,7 +36,9 @@ def rank_by_interpretation(
     dist = interpretation_distance(boundaries, seed_feature, features)
     covered = torch.as_tensor(covered, device=dist.device, dtype=torch.bool)
     if covered.shape != dist.shape:
-        raise ValueError(f"covered must have shape {tuple(dist.shape)}, got {tuple(covered.shape)}")
+        raise AnalysisInputError(
+            f"covered must have shape {tuple(dist.shape)}, got {tuple(covered.shape)}"
+        )
     by_dist = torch.argsort(dist, stable=True)
     order = by_dist[torch.argsort((~covered[by_dist]).to(torch.int8), stable=True)]
     return order, dist

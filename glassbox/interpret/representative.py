@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from glassbox.devices import full_precision
+from glassbox.errors import AnalysisIndexError, AnalysisInputError
 from glassbox.interpret.boundaries import LinearBoundaries, logits_and_pairs
 from glassbox.interpret.heatmap import interpretation_heatmaps
 from glassbox.interpret.ranking import rank_by_interpretation
@@ -26,7 +27,7 @@ from glassbox.interpret.split import SplitModel, default_layer, split_model
 __all__ = ["Interpretation", "RepresentativeInterpreter", "EmptyClassError"]
 
 
-class EmptyClassError(ValueError):
+class EmptyClassError(AnalysisInputError):
     """No reference image is predicted as the requested class."""
 
 
@@ -73,6 +74,13 @@ class Interpretation:
         """Covered reference images of the class / covered reference images."""
         return self.n_covered_same / max(1, self.n_covered_same + self.n_covered_other)
 
+    def __repr__(self) -> str:  # short: the tensors would drown a notebook cell
+        return (
+            f"Interpretation(class={self.cls}, seed={self.seed_index}, |P|={len(self.boundaries)}, "
+            f"coverage={self.coverage:.2f}, precision={self.precision:.2f}, "
+            f"covered={len(self.covered)})"
+        )
+
     @torch.no_grad()
     def covers(self, features: Tensor) -> Tensor:
         """(N,) bool: which images (given by ψ) lie on the seed's side of every h ∈ P."""
@@ -112,7 +120,7 @@ class RepresentativeInterpreter:
         model: an ``nn.Sequential`` or a model with ``sequential()`` (in eval mode).
         reference_images: (N, C, H, W) images the interpretations are built from.
         layer: dotted name of the ψ layer; ``None``: :func:`default_layer` (AlexNet: the ReLU
-            after the last conv; glass-box: ``features``, the invariant maps before pooling).
+            after the last conv; glass-box: ``group_pool``, the invariant maps before pooling).
         reference_labels: optional true labels (N,), only for ``label_precision``.
         num_candidates: |Q|, candidate boundaries sampled per interpretation (paper: 50).
         delta: max covered images of other predicted classes; ``None``: smallest feasible.
@@ -138,9 +146,9 @@ class RepresentativeInterpreter:
         batch_size: int = 256,
     ) -> None:
         if backend not in ("packed", "bool"):
-            raise ValueError(f"backend must be 'packed' or 'bool', got {backend!r}")
+            raise AnalysisInputError(f"backend must be 'packed' or 'bool', got {backend!r}")
         if num_candidates < 1:
-            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+            raise AnalysisInputError(f"num_candidates must be >= 1, got {num_candidates}")
         self.layer = layer or default_layer(model)
         self.split: SplitModel = split_model(model, self.layer)
         self.split.check_head()
@@ -150,7 +158,7 @@ class RepresentativeInterpreter:
                 if isinstance(reference_images, Tensor)
                 else reference_images
             )
-            raise ValueError(f"reference_images must be a (N, C, H, W) tensor, got {shape}")
+            raise AnalysisInputError(f"reference_images must be a (N, C, H, W) tensor, got {shape}")
         self.image_shape = tuple(reference_images.shape[1:])
         self.num_candidates = num_candidates
         self.delta = delta
@@ -177,7 +185,7 @@ class RepresentativeInterpreter:
             or tuple(images.shape[1:]) != self.image_shape
         ):
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(
+            raise AnalysisInputError(
                 f"images must have shape (N, {', '.join(map(str, self.image_shape))}) like the reference "
                 f"images, got {shape}"
             )
@@ -215,7 +223,7 @@ class RepresentativeInterpreter:
         """The representative interpretation seeded from reference image ``seed_index``."""
         n = len(self.features)
         if not 0 <= seed_index < n:
-            raise IndexError(f"seed_index must be in [0, {n}), got {seed_index}")
+            raise AnalysisIndexError(f"seed_index must be in [0, {n}), got {seed_index}")
         cls = int(self.predictions[seed_index])
         same = self._require_class(cls)
         others = torch.nonzero(~same).squeeze(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from glassbox.errors import AnalysisInputError
 from glassbox.interpret.boundaries import LinearBoundaries, decision_boundaries
 from glassbox.interpret.split import assert_piecewise_linear, run_head
 
@@ -35,7 +36,7 @@ def bisect_class_change(
     is below ``tol`` (relative to the squared logit scale) or after ``max_steps`` halvings.
     """
     if start.shape != end.shape:
-        raise ValueError(
+        raise AnalysisInputError(
             f"segment starts {tuple(start.shape)} and ends {tuple(end.shape)} differ in shape"
         )
     s = start.shape[0]
@@ -50,7 +51,7 @@ def bisect_class_change(
 
     end_logits = run_head(head, end)
     if (end_logits.argmax(1) == start_class).any():
-        raise ValueError("every segment must end in another top-1 class than it starts in")
+        raise AnalysisInputError("every segment must end in another top-1 class than it starts in")
     scale2 = end_logits.abs().amax(1).clamp_min(1.0) ** 2
     lo_logits = run_head(head, start)
     hi_class = end_logits.argmax(1)
@@ -92,7 +93,7 @@ def sample_candidates(
     """
     assert_piecewise_linear(head, require_eval=True)
     if other_features.shape[1:] != seed_feature.shape:
-        raise ValueError(
+        raise AnalysisInputError(
             f"seed features {tuple(seed_feature.shape)} and candidate features "
             f"{tuple(other_features.shape[1:])} differ in shape"
         )

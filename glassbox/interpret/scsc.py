@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from glassbox.errors import AnalysisInputError
 from glassbox.interpret.boundaries import LinearBoundaries
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-class InfeasibleDeltaError(ValueError):
+class InfeasibleDeltaError(AnalysisInputError):
     """δ is below the smallest achievable number of covered other-class images."""
 
 
@@ -127,7 +128,7 @@ def sign_matrix(
     flat = features.reshape(n, -1)
     w = boundaries.weight.to(flat.device, flat.dtype)
     if flat.shape[1] != w.shape[1]:
-        raise ValueError(
+        raise AnalysisInputError(
             f"features have {flat.shape[1]} dimensions but the boundaries live in {w.shape[1]}; "
             "use features of the layer the boundaries were extracted at"
         )
@@ -319,13 +320,13 @@ def greedy_scsc(
         seed_sides.cpu() if isinstance(seed_sides, Tensor) else seed_sides, dtype=bool
     )
     if same.shape != (signs.n,) or other.shape != (signs.n,):
-        raise ValueError(
+        raise AnalysisInputError(
             f"class masks must have shape ({signs.n},), got {same.shape} and {other.shape}"
         )
     if sides.shape != (signs.m,):
-        raise ValueError(f"seed_sides must have shape ({signs.m},), got {sides.shape}")
+        raise AnalysisInputError(f"seed_sides must have shape ({signs.m},), got {sides.shape}")
     if (same & other).any():
-        raise ValueError("an image cannot be both of the seed's class and of another class")
+        raise AnalysisInputError("an image cannot be both of the seed's class and of another class")
     args = (sides, None, None, delta, eps, eps_prime, prune)
     if signs.packed is not None:
         args = (sides, pack_bits(same), pack_bits(other), delta, eps, eps_prime, prune)

@@ -3,8 +3,9 @@
 Supported models are an ``nn.Sequential`` or any model with a ``sequential()`` method that
 returns one (both glass-box nets have it). Nested plain ``nn.Sequential`` containers are
 flattened into their leaves, named by their dotted path (``features.11``,
-``classifier.4``); every other module is a leaf (e.g. the glass-box ``features`` block,
-which holds the e2cnn layers). ψ runs the leaves up to and including the named one, G the
+``classifier.4``: the model's ``named_modules()`` names); every other module is a leaf (e.g.
+the glass-box ``group_pool`` block, which runs the e2cnn layers up to the group pooling).
+A ``named_modules()`` name of the model also names the leaf that is that same module. ψ runs the leaves up to and including the named one, G the
 rest. G must be piecewise linear so that, inside one activation pattern, it is exactly
 affine: that is what makes the extracted decision boundaries exact.
 """
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from glassbox.errors import AnalysisInputError, AnalysisTypeError
 
 __all__ = [
     "NotPiecewiseLinearError",
@@ -30,11 +33,11 @@ __all__ = [
 ]
 
 
-class NotPiecewiseLinearError(TypeError):
+class NotPiecewiseLinearError(AnalysisTypeError):
     """G contains a module whose output is not a piecewise-linear function of its input."""
 
 
-class UnknownLayerError(ValueError):
+class UnknownLayerError(AnalysisInputError):
     """The layer name is not one of the model's leaves (the message lists the valid ones)."""
 
 
@@ -84,7 +87,9 @@ def register_piecewise_linear(cls: type[nn.Module]) -> type[nn.Module]:
     operations: the exactness of every boundary rests on it.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register_piecewise_linear expects an nn.Module subclass, got {cls!r}")
+        raise AnalysisTypeError(
+            f"register_piecewise_linear expects an nn.Module subclass, got {cls!r}"
+        )
     if cls not in _REGISTERED:
         _REGISTERED.append(cls)
     return cls
@@ -123,11 +128,11 @@ def _as_sequential(model: nn.Module) -> nn.Sequential:
         seq = make()
         if _is_plain_sequential(seq):
             return seq
-        raise TypeError(
+        raise AnalysisTypeError(
             f"{type(model).__name__}.sequential() returned {type(seq).__name__}, not an nn.Sequential; "
             "return an nn.Sequential whose forward equals the model's forward"
         )
-    raise TypeError(
+    raise AnalysisTypeError(
         f"cannot split a {type(model).__name__}: pass an nn.Sequential or a model with a "
         "sequential() method returning an nn.Sequential equal to its forward"
     )
@@ -246,13 +251,13 @@ class SplitModel:
         """ψ(images) in batches, without grad; images must be (B, C, H, W)."""
         if not isinstance(images, Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be a (B, C, H, W) tensor, got {shape}")
+            raise AnalysisInputError(f"images must be a (B, C, H, W) tensor, got {shape}")
         outs = []
         for start in range(0, images.shape[0], batch_size):
             try:
                 outs.append(self.psi(images[start : start + batch_size]))
             except RuntimeError as err:
-                raise ValueError(
+                raise AnalysisInputError(
                     f"the model's layers up to {self.layer!r} failed on images of shape "
                     f"{tuple(images.shape)}: {err}. Pass images with the channel count and size the "
                     "model was built for"
@@ -267,7 +272,7 @@ def split_model(model: nn.Module, layer: str) -> SplitModel:
         UnknownLayerError: unknown layer name (the message lists the valid names).
         NotPiecewiseLinearError: G contains a module that is not piecewise linear.
     """
-    # One sequential() call: it may build fresh adapter modules (the glass-box `features`), and
+    # One sequential() call: it may build fresh adapter modules (the glass-box `group_pool`), and
     # psi_module (the CAM hook target) must be the very module psi runs.
     seq = _as_sequential(model)
     leaves = _leaves_of(seq)
@@ -278,13 +283,22 @@ def split_model(model: nn.Module, layer: str) -> SplitModel:
     for c in containers:
         parts = c.split(".")
         prefixes.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    if layer not in names and layer not in prefixes:
+        # a named_modules() name of the model that is one of the leaves (same module object)
+        by_id = {id(m): n for n, m in leaves}
+        named = dict(model.named_modules())
+        if layer in named and id(named[layer]) in by_id:
+            layer = by_id[id(named[layer])]
     if layer in names:
         cut = names.index(layer) + 1
     elif layer in prefixes:
         cut = max(i for i, n in enumerate(names) if n.startswith(layer + ".")) + 1
     else:
         valid = names + sorted(prefixes - set(names))
-        raise UnknownLayerError(f"unknown layer {layer!r}; valid layer names: {', '.join(valid)}")
+        raise UnknownLayerError(
+            f"unknown layer {layer!r} to split {type(model).__name__} at; valid layer names: "
+            f"{', '.join(valid)}"
+        )
     if cut == len(names):
         raise UnknownLayerError(
             f"layer {layer!r} is the model's last layer, so nothing is left for the head G; "
@@ -299,10 +313,10 @@ def split_model(model: nn.Module, layer: str) -> SplitModel:
 
 def default_layer(model: nn.Module, is_opaque: Callable[[nn.Module], bool] | None = None) -> str:
     """The natural ψ layer: the last convolution (or last non-piecewise-linear leaf, e.g. the
-    glass-box ``features`` block), extended through a directly following ReLU/LeakyReLU.
+    glass-box ``group_pool`` block), extended through a directly following ReLU/LeakyReLU.
 
     For AlexNet this is the ReLU after the fifth convolution (a conv feature map); for the
-    glass-box net it is ``features`` (invariant spatial maps before pooling).
+    glass-box net it is ``group_pool`` (invariant spatial maps before pooling).
     """
     leaves = named_leaves(model)
     opaque = is_opaque or (lambda m: not _leaf_is_piecewise_linear(m))

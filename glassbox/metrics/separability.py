@@ -37,6 +37,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from glassbox.errors import AnalysisInputError, AnalysisTypeError
+
 MEASURES = ("intra", "inter", "ratio", "fisher")
 
 
@@ -51,21 +53,23 @@ def flatten_features(features: Any) -> Tensor:
     if not isinstance(features, Tensor) and isinstance(getattr(features, "tensor", None), Tensor):
         features = features.tensor  # e2cnn GeometricTensor, without importing e2cnn
     if not isinstance(features, Tensor):
-        raise TypeError(
+        raise AnalysisTypeError(
             f"features must be a torch.Tensor of shape (batch, ...), got {type(features).__name__}"
         )
     if features.is_complex() or features.dtype == torch.bool:
-        raise TypeError(
+        raise AnalysisTypeError(
             f"features must be real numbers, got dtype {features.dtype}; cast them with .float()"
         )
     if features.ndim < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"features must be (batch, ...) so that they flatten to 2-D (batch, D); got shape "
             f"{tuple(features.shape)}. For one scalar feature per sample pass x.unsqueeze(1)."
         )
     flat = features.reshape(features.shape[0], -1)
     if flat.shape[1] == 0:
-        raise ValueError(f"features have no entries per sample (shape {tuple(features.shape)})")
+        raise AnalysisInputError(
+            f"features have no entries per sample (shape {tuple(features.shape)})"
+        )
     return flat
 
 
@@ -74,19 +78,19 @@ def check_labels(labels: Any, batch: int, num_classes: int | None = None) -> Ten
     if not isinstance(labels, Tensor):
         labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(
+        raise AnalysisTypeError(
             f"labels must be integer class indices, got dtype {labels.dtype}; "
             "pass y.long() (not one-hot or probabilities)"
         )
     if labels.ndim != 1 or labels.shape[0] != batch:
-        raise ValueError(
+        raise AnalysisInputError(
             f"labels must have shape ({batch},) to match the features' batch, got {tuple(labels.shape)}"
         )
     labels = labels.long()
     if labels.numel() and (
         int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes)
     ):
-        raise ValueError(
+        raise AnalysisInputError(
             f"labels must lie in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]; "
             "raise num_classes or remap the labels"
         )
@@ -98,7 +102,7 @@ def separability_from_stats(counts: Tensor, sums: Tensor, sumsq: Tensor) -> dict
     present = counts > 0
     k_present = int(present.sum())
     if k_present < 2:
-        raise ValueError(
+        raise AnalysisInputError(
             f"class separability needs samples of at least two classes, got {k_present}; "
             "feed features of two or more classes before compute()"
         )
@@ -130,7 +134,7 @@ def _as_int(value: Any, name: str) -> int:
             raise TypeError
         return operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
+        raise AnalysisTypeError(f"{name} must be an int, got {value!r}") from None
 
 
 def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -171,13 +175,13 @@ class ClassSeparability(Metric):
         super().__init__(**kwargs)
         num_classes = _as_int(num_classes, "num_classes")
         if num_classes < 2:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"num_classes must be >= 2 (separability compares classes), got {num_classes}"
             )
         if num_features is not None:
             num_features = _as_int(num_features, "num_features")
             if num_features < 1:
-                raise ValueError(
+                raise AnalysisInputError(
                     f"num_features must be >= 1 or None (sized lazily), got {num_features}"
                 )
         self.num_classes = num_classes
@@ -201,7 +205,7 @@ class ClassSeparability(Metric):
                 self.num_classes, d, dtype=torch.float64, device=self.sums.device
             )
         elif self.sums.shape[1] != d:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"features have {d} entries per sample but earlier updates had {self.sums.shape[1]}; "
                 "use one ClassSeparability per layer (or call reset())"
             )
@@ -227,7 +231,7 @@ class ClassSeparability(Metric):
             elif ours.shape[1] == 0:
                 self.sums = torch.zeros_like(theirs)
             else:
-                raise ValueError(
+                raise AnalysisInputError(
                     f"cannot merge separability states of {theirs.shape[1]} and {ours.shape[1]} features"
                 )
         super()._reduce_states(incoming)

@@ -1,4 +1,5 @@
-"""The three-layer glass-box model (DESIGN.md §2.1): equivariant representation → reduction → classifier."""
+"""The three-layer glass-box model (Manaswini & Bhatt, "Towards glass-box CNNs",
+arXiv 2101.10443): equivariant representation → reduction → classifier."""
 
 from __future__ import annotations
 
@@ -149,10 +150,14 @@ class GlassBoxNet(nn.Module):
         )
 
     def sequential(self) -> nn.Sequential:
-        """An ``nn.Sequential`` sharing this net's modules whose forward equals :meth:`forward`."""
+        """An ``nn.Sequential`` sharing this net's modules whose forward equals :meth:`forward`.
+
+        Its first leaf runs the representation and the group pooling, so it is named
+        ``group_pool`` after the last module it runs (the layer names are this net's
+        ``named_modules()`` names)."""
         return nn.Sequential(
             OrderedDict(
-                features=_Features(self),
+                group_pool=_Features(self),
                 pool=self.pool,
                 flatten=self.flatten,
                 reduction=self.reduction,
