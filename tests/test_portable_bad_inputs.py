@@ -167,7 +167,7 @@ def test_cli_unknown_model_attr_is_one_line(tmp_path):
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out
     assert (
-        "error: model_attr='backbone': ClassificationModule has no attribute 'backbone'; its "
+        "error: callbacks.equivariance: model_attr='backbone': ClassificationModule has no attribute 'backbone'; its "
         "submodules are: net, criterion, train_metrics, val_metrics, test_metrics, test_confmat"
     ) in out
 
