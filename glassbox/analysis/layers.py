@@ -17,7 +17,6 @@ as detached float32 CPU tensors in their original shape (batch, ...).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -26,8 +25,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from glassbox import probe
 from glassbox.devices import full_precision
 from glassbox.errors import AnalysisInputError, AnalysisTypeError
+from glassbox.probe import LayerCapture, as_tensor, model_device
 
 INPUT = "pixels"
 GLASSBOX_FIELDS = ("invariant_map", "invariant", "equivariant", "reduced", "logits")
@@ -134,7 +135,7 @@ def default_layers(model: nn.Module) -> list[str]:
 def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> dict[str, str]:
     """Map display names to where they are read: a module path (hooked) or ``"@field"`` (a field
     of ``net.layers(x)`` for glass-box nets)."""
-    modules = dict(model.named_modules())
+    modules = set(probe.layer_names(model, output=False))
     known: dict[str, str] = {}
     if is_glassbox(model):
         known.update(_glassbox_blocks(model))
@@ -157,10 +158,10 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> dict[str, str]
             )
         if where in known:
             resolved[display] = known[where]
-        elif where in modules and where:
+        elif where in modules:
             resolved[display] = where
         else:
-            names = [n for n in modules if n]
+            names = probe.layer_names(model, output=False)
             aliases = [k for k in known if not k.startswith("@")]
             raise AnalysisInputError(
                 f"unknown layer {where!r} of {type(model).__name__}; valid names (named_modules()): "
@@ -173,39 +174,8 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> dict[str, str]
     return resolved
 
 
-def _as_tensor(out: Any) -> Tensor:
-    if isinstance(out, Tensor):
-        return out
-    if isinstance(getattr(out, "tensor", None), Tensor):  # e2cnn GeometricTensor
-        return out.tensor
-    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise AnalysisTypeError(
-        f"cannot read features from a layer output of type {type(out).__name__}"
-    )
-
-
 def _to_cpu_copy(t: Tensor) -> Tensor:
     return t.detach().to("cpu", torch.float32, copy=True)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module, enabled: bool) -> Iterator[None]:
-    was_training = model.training
-    if enabled:
-        model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @full_precision()  # exact arithmetic even inside a 16-mixed autocast region
@@ -231,35 +201,25 @@ def collect_features(
     if not isinstance(x, Tensor):
         raise AnalysisTypeError(f"x must be a tensor batch, got {type(x).__name__}")
     resolved = resolve_layers(model, layers)
-    modules = dict(model.named_modules())
     captured: dict[str, Tensor] = {}
-    handles = []
 
-    def hook_for(path: str):
-        def hook(_module, _inputs, output):
-            # a copy: an in-place activation that follows would otherwise overwrite the capture
-            captured[path] = _to_cpu_copy(_as_tensor(output))
+    def keep(path: str, _module: nn.Module, output: Any) -> None:
+        # a copy: an in-place activation that follows would otherwise overwrite the capture
+        captured[path] = _to_cpu_copy(as_tensor(output))
 
-        return hook
-
-    for path in {p for p in resolved.values() if not p.startswith("@")}:
-        handles.append(modules[path].register_forward_hook(hook_for(path)))
     result: dict[str, Tensor] = {}
     if include_input:
         result[INPUT] = _to_cpu_copy(x)  # before the forward: a model may modify its input in place
-    x = x.to(_model_device(model))
-    try:
-        with _eval(model, eval_mode):
-            if any(p.startswith("@") for p in resolved.values()):
-                out = model.layers(x)
-            else:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    x = x.to(model_device(model))
+    hooked = [p for p in dict.fromkeys(resolved.values()) if not p.startswith("@")]
+    with LayerCapture(model, hooked, on_output=keep), probe.eval_mode(model, eval_mode):
+        if any(p.startswith("@") for p in resolved.values()):
+            out = model.layers(x)
+        else:
+            model(x)
     for display, path in resolved.items():
         if path.startswith("@"):
-            result[display] = _to_cpu_copy(_as_tensor(getattr(out, path[1:])))
+            result[display] = _to_cpu_copy(as_tensor(getattr(out, path[1:])))
         elif path in captured:
             result[display] = captured[path]
         else:

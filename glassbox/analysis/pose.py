@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from glassbox.errors import AnalysisInputError, AnalysisStateError, AnalysisTypeError
+from glassbox.probe import eval_mode, model_device
 
 CLASS_SOURCES = ("predicted", "true", "none")
 
@@ -142,7 +143,7 @@ class PoseReadout:
 
 def _layers(net: nn.Module, x: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
     eqs, logits = [], []
-    device = next(net.parameters()).device
+    device = model_device(net)
     for start in range(0, x.shape[0], batch_size):
         out = net.layers(x[start : start + batch_size].to(device))
         eqs.append(out.equivariant.detach())
@@ -191,9 +192,7 @@ def pose_accuracy(
             f"rotation order {n} is not a multiple of 4: a 90° rotation is then not a group element, "
             "so the readout cannot be exact; use a group order that is a multiple of 4"
         )
-    was_training = net.training
-    net.eval()
-    try:
+    with eval_mode(net):
         eq_fit, _ = _layers(net, fit_images, batch_size)
         readout = PoseReadout(n).fit(eq_fit, None if class_source == "none" else fit_labels)
         preds = {}
@@ -203,8 +202,6 @@ def pose_accuracy(
                 class_source
             ]
             preds[k] = readout.predict(eq, labels).cpu()
-    finally:
-        net.train(was_training)
     result: dict[str, float] = {}
     correct, consistent = [], []
     for k in dict.fromkeys(quarter_turns):

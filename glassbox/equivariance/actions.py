@@ -11,7 +11,6 @@ are left untouched (the action of a non-spatial layer is assumed trivial).
 from __future__ import annotations
 
 import math
-import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -20,14 +19,9 @@ import torch
 
 from glassbox.equivariance.groups import GroupElement, transform_grid
 from glassbox.errors import AnalysisInputError, AnalysisTypeError
+from glassbox.probe import is_geometric_tensor
 
 _ANGLE_TOL = 1e-6
-
-
-def is_geometric_tensor(x: Any) -> bool:
-    """True for an e2cnn ``GeometricTensor`` (without importing e2cnn when it is unused)."""
-    enn = sys.modules.get("e2cnn.nn")
-    return enn is not None and isinstance(x, enn.GeometricTensor)
 
 
 def _as_multiple(value: float, period: float) -> int | None:

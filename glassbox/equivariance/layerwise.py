@@ -10,18 +10,18 @@ one extra forward-mode (JVP) pass over the original images.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 
 import torch
 from torch import nn
 
+from glassbox import probe
 from glassbox.devices import full_precision
-from glassbox.equivariance.actions import fibre_action, is_geometric_tensor
+from glassbox.equivariance.actions import fibre_action
 from glassbox.equivariance.engine import Workspace, measure_layer, shared_workspace
 from glassbox.equivariance.groups import (
     Group,
@@ -32,21 +32,33 @@ from glassbox.equivariance.groups import (
 )
 from glassbox.equivariance.measures import lie_derivative_norms, split_sizes
 from glassbox.errors import AnalysisInputError, AnalysisTypeError
+from glassbox.probe import (
+    OUTPUT,
+    LayerCapture,
+    LayerOutputError,
+    LayerSelectionError,
+    as_tensor,
+    is_geometric_tensor,
+    model_output,
+    run_model,
+)
 
-OUTPUT = "output"
+__all__ = [
+    "FINITE_MEASURES",
+    "MEASURES",
+    "OUTPUT",
+    "EquivarianceRecord",
+    "LayerOutputError",
+    "LayerSelectionError",
+    "default_layers",
+    "measure_layerwise",
+    "resolve_layer_names",
+]
 MEASURES = ("invariance", "equivariance", "spatial", "best_fit", "consistency", "lie_derivative")
 FINITE_MEASURES = MEASURES[:5]
 LIE_ELEMENT = "d/dtheta"
 
 Action = Callable[[torch.Tensor, GroupElement], torch.Tensor]
-
-
-class LayerSelectionError(AnalysisInputError):
-    """A requested layer does not exist, or does not run exactly once per forward pass."""
-
-
-class LayerOutputError(AnalysisTypeError):
-    """A measured layer (or the model) returned something other than a tensor."""
 
 
 @dataclass
@@ -146,20 +158,9 @@ def default_layers(model: nn.Module) -> list[str]:
 
 
 def resolve_layer_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    """The measured layers: ``layers`` checked against ``named_modules()`` + ``"output"``
-    (:class:`LayerSelectionError` lists the valid names), or :func:`default_layers`."""
-    if layers is None:
-        return default_layers(model)
-    if isinstance(layers, str):
-        layers = [layers]
-    modules = dict(model.named_modules())
-    valid = [n for n in modules if n] + [OUTPUT]
-    unknown = [n for n in layers if n not in valid]
-    if unknown:
-        raise LayerSelectionError(
-            f"unknown layer name(s) {unknown} for {type(model).__name__}; valid names are: {', '.join(valid)}"
-        )
-    return list(dict.fromkeys(layers))  # de-duplicate, keep order
+    """The measured layers: ``layers`` checked by :func:`glassbox.probe.resolve_layer_names`
+    (``named_modules()`` names + ``"output"``), or :func:`default_layers`."""
+    return default_layers(model) if layers is None else probe.resolve_layer_names(model, layers)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -183,114 +184,6 @@ def _check_images(images: torch.Tensor) -> None:
         raise AnalysisInputError(
             f"images must have a spatial size of at least 2×2, got {tuple(images.shape[-2:])}"
         )
-
-
-def _tensor_of(out) -> torch.Tensor:
-    return out.tensor if is_geometric_tensor(out) else out
-
-
-def _wrap_input(model: nn.Module, x: torch.Tensor):
-    """e2cnn modules take GeometricTensors; everything else takes plain tensors."""
-    in_type = getattr(model, "in_type", None)
-    if in_type is not None and type(model).__module__.startswith("e2cnn."):
-        import e2cnn.nn as enn
-
-        return enn.GeometricTensor(x, in_type)
-    return x
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Eval mode without losing per-module training flags (batch statistics would otherwise
-    mix the transformed copies and update the running averages)."""
-    if not enabled:
-        yield
-        return
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-
-
-class _Capture:
-    """Forward hooks on the chosen layers, in one of two modes.
-
-    With ``on_output`` each output is handed over the moment the layer returns — before
-    any later in-place op (``nn.ReLU(inplace=True)`` after a conv, as in AlexNet) can
-    overwrite it — and is not kept, so a forward holds one layer's features at a time.
-    Without it, outputs are stored (copied if ``clone``) for :meth:`ordered` access.
-    Either way a layer that runs twice, or returns a non-tensor, is an error.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        names: Sequence[str],
-        clone: bool = False,
-        on_output: Callable[[str, nn.Module, object], None] | None = None,
-    ) -> None:
-        modules = dict(model.named_modules())
-        self.clone = clone
-        self.on_output = on_output
-        self.outputs: dict[str, object] = {}
-        self.seen: list[str] = []  # execution order
-        self.modules = {n: modules[n] for n in names}
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
-
-    def _hook(self, name: str):
-        def hook(module, inputs, output):
-            if name in self.seen:
-                raise LayerSelectionError(
-                    f"layer {name!r} ({type(module).__name__}) ran more than once in one forward "
-                    "pass (a shared module), so its output is ambiguous; measure a layer that runs once"
-                )
-            if not (torch.is_tensor(output) or is_geometric_tensor(output)):
-                raise LayerOutputError(
-                    f"layer {name!r} ({type(module).__name__}) returns {type(output).__name__}, not a "
-                    "tensor; measure a layer that returns a Tensor or GeometricTensor (e.g. one of its "
-                    "children)"
-                )
-            self.seen.append(name)
-            if self.on_output is not None:
-                self.on_output(name, module, output)
-                return
-            if self.clone:
-                tensor = _tensor_of(output).clone()
-                output = (
-                    type(output)(tensor, output.type) if is_geometric_tensor(output) else tensor
-                )
-            self.outputs[name] = output
-
-        return hook
-
-    def clear(self) -> None:
-        self.outputs = {}
-        self.seen = []
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-    def ordered(self, names: Sequence[str]) -> list[str]:
-        missing = [n for n in names if n not in self.seen]
-        if missing:
-            raise LayerSelectionError(
-                f"layer(s) {missing} did not run in the model's forward pass; measure layers that "
-                "forward() uses"
-            )
-        return list(self.seen)
-
-
-def _model_output(out) -> torch.Tensor:
-    if torch.is_tensor(out) or is_geometric_tensor(out):
-        return out
-    raise LayerOutputError(
-        f"the model returns {type(out).__name__}, not a tensor, so layer {OUTPUT!r} cannot be measured; "
-        "leave 'output' out of layers or wrap the model so forward() returns a tensor"
-    )
 
 
 # --------------------------------------------------------------------------- main entry
@@ -380,7 +273,7 @@ def measure_layerwise(
         split_sizes(images.shape[0], fit_fraction)
 
     records: list[EquivarianceRecord] = []
-    with _eval_mode(model, eval_mode):
+    with probe.eval_mode(model, eval_mode):
         if finite:
             records += _finite_records(
                 model,
@@ -432,7 +325,7 @@ def _finite_records(
     depth = [0]
 
     def measure(name: str, module: nn.Module, out) -> None:
-        feats = _tensor_of(out)
+        feats = as_tensor(out)
         if feats.dim() == 0 or feats.shape[0] != b * k:
             raise LayerOutputError(
                 f"layer {name!r} returns shape {tuple(feats.shape)} whose first axis is not the "
@@ -480,16 +373,16 @@ def _finite_records(
             pending.append((fields, value))
 
     hooked = [n for n in names if n != OUTPUT]
-    capture = _Capture(model, hooked, on_output=measure)
+    capture = LayerCapture(model, hooked, on_output=measure)
     try:
         with torch.no_grad():
-            out = model(_wrap_input(model, batch))
+            out = run_model(model, batch)
         capture.ordered(hooked)
     finally:
         capture.remove()
     if OUTPUT in names:
         with torch.no_grad():
-            measure(OUTPUT, model, _model_output(out))
+            measure(OUTPUT, model, model_output(out))
     if skipped:
         warnings.warn(f"not reported: {'; '.join(skipped)}", stacklevel=3)
     if not pending:
@@ -500,16 +393,16 @@ def _finite_records(
 
 def _lie_records(model, images, group, names):
     hooked = [n for n in names if n != OUTPUT]
-    capture = _Capture(model, hooked, clone=True)  # in-place ops under the JVP: always copy
+    capture = LayerCapture(model, hooked, clone=True)  # in-place ops under the JVP: always copy
     order: list[str] = []
 
     def fn(x):
         capture.clear()
-        out = model(_wrap_input(model, x))
+        out = run_model(model, x)
         order[:] = capture.ordered(hooked)
-        feats = [_tensor_of(capture.outputs[n]) for n in order]
+        feats = [as_tensor(capture.outputs[n]) for n in order]
         if OUTPUT in names:
-            feats.append(_tensor_of(_model_output(out)))
+            feats.append(as_tensor(model_output(out)))
         return feats
 
     try:

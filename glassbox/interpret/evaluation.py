@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from glassbox.errors import AnalysisInputError
 from glassbox.interpret.representative import Interpretation, RepresentativeInterpreter
+from glassbox.probe import preserve_modes
 
 __all__ = [
     "CAM_METHODS",
@@ -110,11 +111,14 @@ def cam_saliency(
     cams = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
     if method not in cams:
         raise AnalysisInputError(f"unknown CAM method {method!r}; choose from {', '.join(cams)}")
-    modes = [(m, m.training) for m in model.modules()]  # the package calls model.eval()
     saved_grads = [(p, p.grad) for p in model.parameters()]
     maps = []
-    try:
-        with torch.enable_grad(), cams[method](model=model, target_layers=[target_layer]) as cam:
+    try:  # the package calls model.eval(): every module's own mode is restored
+        with (
+            preserve_modes(model),
+            torch.enable_grad(),
+            cams[method](model=model, target_layers=[target_layer]) as cam,
+        ):
             if method == "scorecam":
                 cam.batch_size = scorecam_batch_size
             for start in range(0, len(images), batch_size):
@@ -130,8 +134,6 @@ def cam_saliency(
     finally:
         for p, g in saved_grads:
             p.grad = g
-        for m, mode in modes:
-            m.training = mode
     return torch.from_numpy(np.concatenate(maps)).float()
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from glassbox.errors import AnalysisInputError, AnalysisTypeError
+from glassbox.probe import as_tensor, layer_names
 
 __all__ = [
     "NotPiecewiseLinearError",
@@ -255,7 +256,7 @@ class SplitModel:
         outs = []
         for start in range(0, images.shape[0], batch_size):
             try:
-                outs.append(self.psi(images[start : start + batch_size]))
+                outs.append(as_tensor(self.psi(images[start : start + batch_size])))
             except RuntimeError as err:
                 raise AnalysisInputError(
                     f"the model's layers up to {self.layer!r} failed on images of shape "
@@ -286,9 +287,8 @@ def split_model(model: nn.Module, layer: str) -> SplitModel:
     if layer not in names and layer not in prefixes:
         # a named_modules() name of the model that is one of the leaves (same module object)
         by_id = {id(m): n for n, m in leaves}
-        named = dict(model.named_modules())
-        if layer in named and id(named[layer]) in by_id:
-            layer = by_id[id(named[layer])]
+        if layer in layer_names(model, output=False):
+            layer = by_id.get(id(model.get_submodule(layer)), layer)
     if layer in names:
         cut = names.index(layer) + 1
     elif layer in prefixes:
