@@ -128,15 +128,21 @@ def run_model(model: nn.Module, x: Tensor):
 
 
 # --------------------------------------------------------------------------- modes
+# ``eval_mode`` is the one way every analysis switches a model to eval and back.
 @contextlib.contextmanager
 def preserve_modes(model: nn.Module) -> Iterator[None]:
-    """Restore every module's own training flag on exit, whatever the body does to them."""
-    flags = [(m, m.training) for m in model.modules()]
+    """Restore every module's own training flag on exit, whatever the body does to them.
+
+    Flags are restored with ``module.train(flag)``, parents before children, so modules that
+    override ``train`` (e2cnn's ``R2Conv`` drops its eval-mode filter cache) see the change."""
+    flags = list(model.modules())
+    flags = [(m, m.training) for m in flags]  # pre-order: a parent comes before its children
     try:
         yield
     finally:
         for m, flag in flags:
-            m.training = flag
+            if m.training != flag:
+                m.train(flag)
 
 
 @contextlib.contextmanager

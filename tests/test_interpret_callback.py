@@ -91,14 +91,14 @@ def test_callback_writes_interpretations_and_ad_ai(tmp_path):
     assert 0 < m["interpretation/class_coverage"] <= 1
     assert m["interpretation/RI/AD"] == pytest.approx(table["RI"]["AD"])
     assert m["interpretation/scorecam/AI"] == pytest.approx(table["scorecam"]["AI"])
-    cols, rows = logger.tables["interpretation/fit_end/ad_ai"]
+    cols, rows = logger.tables["interpretation/ad_ai"]
     assert cols == ["method", "AD", "AI"] and [r[0] for r in rows] == [
         "RI",
         "gradcam",
         "gradcam++",
         "scorecam",
     ]
-    assert len(logger.images["interpretation/fit_end/galleries"][0]) == 3
+    assert len(logger.images["interpretation/galleries"][0]) == 3
     # the analysis left the module in training mode with no stray gradients
     assert module.training
 

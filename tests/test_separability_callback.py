@@ -85,10 +85,10 @@ def test_callback_on_a_glassbox_net_writes_and_logs_the_report(tmp_path):
         <= m["separability/pca/variance_kept_optimal"] + 1e-9
     )
     assert m["separability/pca/threshold_dim"] == pca["threshold_dim"] >= 1
-    columns, data = logger.tables["separability/test/table"]
+    columns, data = logger.tables["separability/table"]
     assert columns[:2] == ["model", "layer"] and len(data) == 6
-    assert len(logger.tables["separability/test/probes"][1]) == 6 * 2
-    images, captions = logger.images["separability/test/plots"]
+    assert len(logger.tables["separability/probes"][1]) == 6 * 2
+    images, captions = logger.images["separability/plots"]
     assert captions == ["separability", "probes", "pca_explained_variance"] and all(
         Path(p).exists() for p in images
     )

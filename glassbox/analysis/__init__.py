@@ -1,5 +1,5 @@
 """Pure analysis of trained nets (no Lightning): per-layer features, class separability,
-analytical classifiers, PCA reports, the equivariant pose readout and report writers."""
+analytical classifiers, PCA reports, the equivariant pose readout and their Result."""
 
 from glassbox.analysis.classifiers import CLASSIFIERS, probe_accuracy, probe_table
 from glassbox.analysis.layers import (
@@ -18,6 +18,7 @@ from glassbox.analysis.pca import (
     variance_kept,
 )
 from glassbox.analysis.pose import PoseReadout, pose_accuracy, rotate90
+from glassbox.analysis.results import separability_result
 from glassbox.analysis.separability import (
     class_separability,
     layerwise_separability,
@@ -43,6 +44,7 @@ __all__ = [
     "probe_table",
     "rotate90",
     "class_separability",
+    "separability_result",
     "separability_table",
     "variance_kept",
 ]

@@ -2,7 +2,7 @@
 
 Each row is a plain dict ``{model, layer, dim, samples, intra, inter, ratio, fisher}`` (see
 :class:`glassbox.metrics.ClassSeparability` for the definitions), ready for
-:mod:`glassbox.analysis.report`.
+:func:`glassbox.analysis.results.separability_result`.
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ from torch.utils.data import Dataset, default_collate
 
 from glassbox.errors import AnalysisInputError, AnalysisTypeError, ConfigError
 from glassbox.models.equivariant import rebuild_eval_caches
+from glassbox.probe import eval_mode
+from glassbox.results import Result, write_result
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +234,10 @@ class AnalysisCallback(Callback):
         self._trainer_loaders: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- for subclasses
-    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
-        """Run the analysis; write files under :meth:`out_dir`; return scalars to log."""
+    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> Result:
+        """Run the analysis and return its :class:`~glassbox.results.Result` (a plain
+        ``{key: value}`` dict is taken as its scalars); the base class writes it into
+        :meth:`out_dir` and hands it to the trainer's loggers."""
         raise NotImplementedError
 
     def check_model(self, net: nn.Module) -> None:
@@ -464,14 +468,17 @@ class AnalysisCallback(Callback):
     def _run(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        was_training = pl_module.training
         start = time.perf_counter()
         try:
-            pl_module.eval()
-            if self.needs_grad:
-                rebuild_eval_caches(pl_module)
-            with torch.set_grad_enabled(self.needs_grad), torch.inference_mode(False):
-                scalars = self.analyse(trainer, pl_module, tag)
+            with eval_mode(pl_module):
+                if self.needs_grad:
+                    rebuild_eval_caches(pl_module)
+                with torch.set_grad_enabled(self.needs_grad), torch.inference_mode(False):
+                    result = self.analyse(trainer, pl_module, tag)
+            if not isinstance(result, Result):
+                result = Result(self.name, scalars=dict(result or {}))
+            # writing is part of the analysis: a full disk skips it too, training goes on
+            write_result(result, self.out_dir(tag), trainer.loggers, step=trainer.global_step)
         except Exception as err:
             if self.on_error == "raise":
                 raise
@@ -489,28 +496,23 @@ class AnalysisCallback(Callback):
                 {"analysis": self.name, "tag": tag, "status": "skipped", "reason": reason},
             )
             return
-        finally:
-            pl_module.train(was_training)
-        self.results[tag] = dict(scalars or {})
+        scalars = result.scalars
+        self.results[tag] = dict(scalars)
         self._write_status(
             tag,
             {
                 "analysis": self.name,
                 "tag": tag,
                 "status": "ran",
-                "scalars": len(scalars or {}),
+                "scalars": len(scalars),
                 "seconds": round(time.perf_counter() - start, 3),
             },
         )
-        if scalars and trainer.loggers:
-            step = trainer.global_step
-            for logger in trainer.loggers:
-                logger.log_metrics(dict(scalars), step=step)
         log.info(
             "%s (%s): %d scalars written to %s",
             self.name,
             tag,
-            len(scalars or {}),
+            len(scalars),
             self.output_dir / self.name / tag,
         )
 
@@ -545,20 +547,3 @@ def analysis_results(trainer: Trainer) -> dict[str, float]:
         if isinstance(cb, AnalysisCallback):
             out.update(cb.final_results())
     return out
-
-
-def log_table(trainer: Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Log a table to every W&B logger of the trainer (other loggers have no tables)."""
-    for logger in trainer.loggers:
-        if hasattr(logger, "log_table"):
-            logger.log_table(key=key, columns=columns, data=rows)
-
-
-def log_image(
-    trainer: Trainer, key: str, paths: list[str | Path], captions: list[str] | None = None
-) -> None:
-    """Log image files to every W&B logger, and to TensorBoard as figures where present."""
-    for logger in trainer.loggers:
-        if hasattr(logger, "log_image"):
-            kwargs = {"caption": captions} if captions else {}
-            logger.log_image(key=key, images=[str(p) for p in paths], **kwargs)

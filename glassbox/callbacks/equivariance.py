@@ -10,26 +10,19 @@ and ``equivariance.png`` into ``<output_dir>/equivariance/<tag>/``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 
-from glassbox.callbacks.base import AnalysisCallback, log_image, log_table
-from glassbox.equivariance import (
-    MEASURES,
-    Workspace,
-    get_group,
-    measure_layerwise,
-    plot_depth,
-    save_records,
-    summary_table,
-)
+from glassbox.callbacks.base import AnalysisCallback
+from glassbox.equivariance import MEASURES, Workspace, get_group, measure_layerwise
 from glassbox.equivariance.groups import check_exact_policy
 from glassbox.equivariance.layerwise import resolve_layer_names
+from glassbox.equivariance.results import equivariance_result
 from glassbox.errors import AnalysisInputError, ConfigError
+from glassbox.results import Result
 
 
 class EquivarianceCallback(AnalysisCallback):
@@ -119,7 +112,7 @@ class EquivarianceCallback(AnalysisCallback):
         if self.layers is not None:
             resolve_layer_names(net, self.layers)  # unknown names: one line listing the valid ones
 
-    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
+    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> Result:
         x, _ = self.analysis_batch(trainer, pl_module)
         net = self.network(pl_module)
         model = self.model_label(pl_module, net)
@@ -136,36 +129,8 @@ class EquivarianceCallback(AnalysisCallback):
             model_name=model,
             workspace=self._workspace,
         )
-        out = self.out_dir(tag)
-        save_records(records, out)
-        png = plot_depth(
+        return equivariance_result(
             records,
-            out / "equivariance.png",
             title=f"{model}: layerwise equivariance, {self.group.name} ({tag})",
+            caption=f"{model} {tag}",
         )
-
-        table = summary_table(records)
-        columns = [str(c) for c in table.columns]
-        rows = [[_cell(v) for v in row] for row in table.itertuples(index=False)]
-        log_table(trainer, f"{self.name}/table", columns, rows)
-        log_image(trainer, f"{self.name}/plot", [png], captions=[f"{model} {tag}"])
-        return scalars_from_summary(table, prefix=self.name)
-
-
-def _cell(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
-def scalars_from_summary(table, prefix: str = "equivariance") -> dict[str, float]:
-    """``{"<prefix>/<layer>/<measure>": mean over elements}`` from :func:`summary_table`."""
-    measure_cols = [c for c in table.columns if c not in ("model", "depth", "layer", "module")]
-    scalars: dict[str, float] = {}
-    for row in table.to_dict(orient="records"):
-        for col in measure_cols:
-            value = row[col]
-            if value is not None and math.isfinite(value):
-                key = col.replace(" (interpolated)", "_interpolated")
-                scalars[f"{prefix}/{row['layer']}/{key}"] = float(value)
-    return scalars

@@ -16,7 +16,6 @@ Score-CAM (AD/AI on the held-out images, same layer), and writes into
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,12 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from glassbox.callbacks.base import SPLITS, AnalysisCallback, log_image, log_table
+from glassbox.callbacks.base import SPLITS, AnalysisCallback
 from glassbox.errors import AnalysisInputError
-from glassbox.interpret import (
-    CAM_METHODS,
-    Interpretation,
-    RepresentativeInterpreter,
-    compare_saliency_methods,
-)
+from glassbox.interpret import CAM_METHODS, RepresentativeInterpreter, compare_saliency_methods
+from glassbox.interpret.results import display_images, interpretation_result
 from glassbox.interpret.split import default_layer, split_model
+from glassbox.results import Result
 
 
 class RepresentativeInterpretationCallback(AnalysisCallback):
@@ -127,7 +123,7 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
         # one line naming the module, before training starts
         split_model(net, self.layer or default_layer(net))
 
-    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
+    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> Result:
         dm = trainer.datamodule
         net = self.network(pl_module)
         device = pl_module.device
@@ -152,142 +148,22 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
             interpreter, its, held_x, methods=self.baselines, keep=self.keep_fraction, fill=fill
         )
 
-        out = self.out_dir(tag)
-        self._write(out, interpreter, by_class, table)
-        galleries = self._galleries(out, interpreter, by_class, ref_x, dm)
-        rows = [[m, r["AD"], r["AI"]] for m, r in table.items()]
-        log_table(trainer, f"interpretation/{tag}/ad_ai", ["method", "AD", "AI"], rows)
-        if galleries:
-            log_image(
-                trainer, f"interpretation/{tag}/galleries", galleries, [p.stem for p in galleries]
-            )
-        return self._scalars(interpreter, by_class, its, table)
-
-    def _scalars(self, interpreter, by_class, its: list[Interpretation], table) -> dict[str, float]:
-        def mean(values):
-            values = [v for v in values if v == v]  # drop NaN (no held-out image covered)
-            return float(sum(values) / len(values)) if values else float("nan")
-
-        counts = interpreter.class_counts()
-        class_cov = []
-        for c, group in by_class.items():
-            covered = set()
-            for it in group:
-                covered.update(
-                    i for i in it.covered.tolist() if int(interpreter.predictions[i]) == c
-                )
-            class_cov.append(len(covered) / counts[c])
-        s = {
-            "interpretation/num_interpretations": float(len(its)),
-            "interpretation/num_boundaries": mean([len(it.boundaries) for it in its]),
-            "interpretation/coverage": mean([it.coverage for it in its]),
-            "interpretation/precision": mean([it.precision for it in its]),
-            "interpretation/class_coverage": mean(class_cov),
-            "interpretation/heldout_coverage": mean([it.heldout["coverage"] for it in its]),
-            "interpretation/heldout_precision": mean([it.heldout["precision"] for it in its]),
-        }
-        for method, row in table.items():
-            s[f"interpretation/{method}/AD"] = row["AD"]
-            s[f"interpretation/{method}/AI"] = row["AI"]
-        return s
-
-    # ------------------------------------------------------------------ files
-    def _write(self, out: Path, interpreter, by_class, table) -> None:
-        records = [it.summary() for c in sorted(by_class) for it in by_class[c]]
-        meta = {
-            "layer": interpreter.layer,
-            "feature_shape": list(interpreter.feature_shape),
-            "reference_split": self.reference_split,
-            "num_reference": len(interpreter.features),
-            "held_out_split": self.split,
-            "num_candidates": self.num_candidates,
-            "delta": self.delta,
-            "interpretations": records,
-        }
-        (out / "interpretations.json").write_text(json.dumps(_json_safe(meta), indent=2))
-        (out / "evaluation.json").write_text(
-            json.dumps(
-                _json_safe(
-                    {
-                        "keep_fraction": self.keep_fraction,
-                        "layer": interpreter.layer,
-                        "methods": table,
-                    }
-                ),
-                indent=2,
-            )
+        mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
+        return interpretation_result(
+            interpreter,
+            by_class,
+            table,
+            display_images(ref_x.cpu(), mean, std) if self.max_galleries > 0 else None,
+            meta={
+                "reference_split": self.reference_split,
+                "held_out_split": self.split,
+                "num_candidates": self.num_candidates,
+                "delta": self.delta,
+            },
+            evaluation={"keep_fraction": self.keep_fraction},
+            gallery_size=self.gallery_size,
+            max_galleries=self.max_galleries,
         )
-        torch.save(
-            [
-                {
-                    "class": it.cls,
-                    "seed_index": it.seed_index,
-                    "weight": it.boundaries.weight.cpu(),
-                    "bias": it.boundaries.bias.cpu(),
-                    "pos_class": it.boundaries.pos_class.cpu(),
-                    "neg_class": it.boundaries.neg_class.cpu(),
-                    "seed_sides": it.seed_sides.cpu(),
-                    "feature_shape": it.boundaries.feature_shape,
-                }
-                for c in sorted(by_class)
-                for it in by_class[c]
-            ],
-            out / "boundaries.pt",
-        )
-
-    def _galleries(self, out: Path, interpreter, by_class, ref_x, dm) -> list[Path]:
-        if len(interpreter.feature_shape) != 3 or self.max_galleries <= 0:
-            return []
-        from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
-
-        # first interpretation of every class, then the second ones, ...
-        depth = max(len(v) for v in by_class.values())
-        order = [(c, j) for j in range(depth) for c in sorted(by_class) if j < len(by_class[c])]
-        paths = []
-        for c, j in order[: self.max_galleries]:
-            it = by_class[c][j]
-            ranked, dist = interpreter.rank(it)
-            idx = ranked[: self.gallery_size + 1].cpu()  # the seed ranks first (Dist 0, covered)
-            covered = torch.zeros(len(dist), dtype=torch.bool)
-            covered[it.covered] = True
-            maps = interpreter.heatmaps(
-                it, features=interpreter.features[idx.to(interpreter.features.device)]
-            ).cpu()
-            grid = _gallery_grid(_display(ref_x[idx].cpu(), dm), maps)
-            labels = [
-                "seed"
-                if i == it.seed_index
-                else f"{'cov' if covered[i] else 'unc'} {float(dist[i]):.2g}"
-                for i in idx.tolist()
-            ]
-            # One axes holding a composed grid: far cheaper to draw than an axes per image.
-            h, w = grid.shape[0] // 2, grid.shape[1] / len(idx)
-            fig = Figure(figsize=(1.3 * len(idx), 2.9))
-            ax = fig.subplots()
-            ax.imshow(grid, interpolation="nearest")
-            ax.set_xticks([w * (k + 0.5) for k in range(len(idx))], labels, fontsize=7)
-            ax.set_yticks([h * 0.5, h * 1.5], ["image", "RI map"], fontsize=7)
-            ax.tick_params(length=0)
-            ax.set_title(
-                f"class {c} interpretation {j}: |P|={len(it.boundaries)}, coverage {it.coverage:.2f}, "
-                f"precision {it.precision:.2f} (ranked by Dist, covered first)",
-                fontsize=8,
-            )
-            path = out / f"gallery_class{c}_{j}.png"
-            fig.savefig(path, dpi=100)
-            paths.append(path)
-        return paths
-
-
-def _json_safe(obj):
-    """NaN (e.g. held-out precision when no held-out image is covered) → null."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
-        return None
-    return obj
 
 
 def _black(dm, images: torch.Tensor) -> torch.Tensor | float:
@@ -300,34 +176,3 @@ def _black(dm, images: torch.Tensor) -> torch.Tensor | float:
     if mean.numel() == 1 and images.shape[1] > 1:
         mean, std = mean.expand(images.shape[1]), std.expand(images.shape[1])
     return (-mean / std).to(images.device)
-
-
-def _gallery_grid(images: torch.Tensor, maps: torch.Tensor, pad: int = 2):
-    """Row 1: the images; row 2: the heat maps (jet) blended over the grey images."""
-    from matplotlib import colormaps
-
-    n, h, w, _ = images.shape
-    rgb = images.expand(-1, -1, -1, 3) if images.shape[-1] == 1 else images[..., :3]
-    heat = torch.from_numpy(colormaps["jet"](maps.numpy())[..., :3]).float()
-    grey = rgb.mean(-1, keepdim=True).expand(-1, -1, -1, 3)
-    blend = 0.5 * grey + 0.5 * heat
-    grid = torch.ones(2 * h + 3 * pad, n * (w + pad) + pad, 3)
-    for k in range(n):  # a handful of tiles
-        x0 = pad + k * (w + pad)
-        grid[pad : pad + h, x0 : x0 + w] = rgb[k]
-        grid[2 * pad + h : 2 * pad + 2 * h, x0 : x0 + w] = blend[k]
-    return grid.numpy()
-
-
-def _display(images: torch.Tensor, dm) -> torch.Tensor:
-    """(N, H, W, C) images in [0, 1] for plotting (un-normalised when mean/std are known)."""
-    mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
-    x = images.float()
-    if mean is not None and std is not None:
-        x = x * torch.as_tensor(std).reshape(1, -1, 1, 1) + torch.as_tensor(mean).reshape(
-            1, -1, 1, 1
-        )
-    else:
-        lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
-        x = (x - lo) / (hi - lo).clamp_min(1e-12)
-    return x.clamp(0, 1).permute(0, 2, 3, 1)

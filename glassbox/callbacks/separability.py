@@ -8,7 +8,6 @@ tables and plots into ``<output_dir>/separability/<tag>/`` and logs them to W&B.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -30,18 +29,11 @@ from glassbox.analysis.layers import (
 )
 from glassbox.analysis.pca import pca_report
 from glassbox.analysis.pose import CLASS_SOURCES, pose_accuracy, rotation_order_of
-from glassbox.analysis.report import (
-    PROBES_FILE,
-    SEPARABILITY_FILE,
-    plot_explained_variance,
-    plot_probes,
-    plot_separability,
-    write_table,
-)
+from glassbox.analysis.results import separability_result
 from glassbox.analysis.separability import layerwise_separability, separability_table
-from glassbox.callbacks.base import AnalysisCallback, log_image, log_table
+from glassbox.callbacks.base import AnalysisCallback
 from glassbox.errors import AnalysisInputError
-from glassbox.metrics.separability import MEASURES
+from glassbox.results import Result
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +138,13 @@ class SeparabilityCallback(AnalysisCallback):
         return rotation.get("split", "none") == "none"
 
     # ------------------------------------------------------------------ analysis
-    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> dict[str, float]:
+    def analyse(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> Result:
         net = self.network(pl_module)
         dm = trainer.datamodule
         model = self.model_label(pl_module, net)
         num_classes = getattr(dm, "num_classes", None) or getattr(net, "num_classes", None)
         train = self.split_data(trainer, pl_module, "train", self.max_train_samples)
         evaluation = self.split_data(trainer, pl_module, self.split, self.max_eval_samples)
-        out = self.out_dir(tag)
         resolve_layers(net, self.layers)  # fail early, with the list of valid names
         common = {"batch_size": self.batch_size, "seed": self.seed}
 
@@ -171,40 +162,16 @@ class SeparabilityCallback(AnalysisCallback):
         log.info(
             "separability: %d layers measured in %.1f s", len(sep_rows), time.perf_counter() - start
         )
-        scalars: dict[str, float] = {}
-        for r in sep_rows:
-            scalars.update({f"separability/{r['layer']}/{m}": r[m] for m in MEASURES})
-        for r in probe_rows:
-            scalars[f"separability/{r['layer']}/{r['classifier']}_acc"] = r["test_acc"]
-
-        write_table(sep_rows, out, SEPARABILITY_FILE)
-        images = [plot_separability(sep_rows, out / f"{SEPARABILITY_FILE}.png")]
-        log_table(
-            trainer,
-            f"separability/{tag}/table",
-            list(sep_rows[0]),
-            [list(r.values()) for r in sep_rows],
-        )
-        if probe_rows:
-            write_table(probe_rows, out, PROBES_FILE)
-            images.append(plot_probes(probe_rows, out / f"{PROBES_FILE}.png"))
-            log_table(
-                trainer,
-                f"separability/{tag}/probes",
-                list(probe_rows[0]),
-                [list(r.values()) for r in probe_rows],
-            )
-
+        pca = pose = None
         if is_glassbox(net):
             start = time.perf_counter()
-            images += self._pca(net, train, out, scalars, common)
+            pca = self._pca(net, train, common)
             if self.pose:
-                self._pose(net, dm, train, evaluation, out, scalars)
+                pose = self._pose(net, dm, train, evaluation)
             log.info(
                 "separability: PCA report and pose readout in %.1f s", time.perf_counter() - start
             )
-        log_image(trainer, f"separability/{tag}/plots", images, [p.stem for p in images])
-        return scalars
+        return separability_result(sep_rows, probe_rows, pca, pose)
 
     def _with_probes(self, net, train, evaluation, model, num_classes, common):
         """Separability and classifiers from stored features, one group of layers at a time
@@ -237,7 +204,7 @@ class SeparabilityCallback(AnalysisCallback):
             probe_rows += probe_table(ftr, ytr, fev, yev, self.classifiers, **probe)
         return sep_rows, probe_rows
 
-    def _pca(self, net, train, out: Path, scalars: dict, common) -> list[Path]:
+    def _pca(self, net, train, common) -> dict:
         linear = getattr(getattr(net, "reduction", None), "linear", None)
         feats, _ = collect_dataset_features(
             net,
@@ -247,20 +214,15 @@ class SeparabilityCallback(AnalysisCallback):
             max_samples=self.max_train_samples,
             **common,
         )
-        report = pca_report(
+        return pca_report(
             feats["invariant"], self.pca_threshold, getattr(linear, "weight", None)
         ).to_dict()
-        (out / "pca.json").write_text(json.dumps(report, indent=2))
-        for key in ("variance_kept", "variance_kept_optimal", "threshold_dim", "reduced_dim"):
-            if report.get(key) is not None:
-                scalars[f"separability/pca/{key}"] = float(report[key])
-        return [plot_explained_variance(report, out / "pca_explained_variance.png")]
 
-    def _pose(self, net, dm, train, evaluation, out: Path, scalars: dict) -> None:
+    def _pose(self, net, dm, train, evaluation) -> dict | None:
         try:
             n = rotation_order_of(net)
         except ValueError:
-            return
+            return None
         if (
             n % 4
             or not self._upright(dm)
@@ -270,12 +232,12 @@ class SeparabilityCallback(AnalysisCallback):
             log.info(
                 "separability: pose readout skipped (needs rotation order %% 4 == 0 and upright tensor data)"
             )
-            return
+            return None
         (xtr, ytr), (xev, yev) = (
             _subset(train, self.max_train_samples, self.seed),
             _subset(evaluation, self.max_eval_samples, self.seed),
         )
-        result = pose_accuracy(
+        return pose_accuracy(
             net,
             xtr,
             ytr,
@@ -285,8 +247,6 @@ class SeparabilityCallback(AnalysisCallback):
             rotation_order=n,
             batch_size=self.batch_size,
         )
-        (out / "pose.json").write_text(json.dumps(result, indent=2))
-        scalars.update({f"separability/pose/{k}": v for k, v in result.items()})
 
 
 def _length(data) -> int:

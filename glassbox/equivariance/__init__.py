@@ -45,7 +45,14 @@ from glassbox.equivariance.measures import (
     relative_error,
     spatial_error,
 )
-from glassbox.equivariance.report import plot_depth, records_to_frame, save_records, summary_table
+from glassbox.equivariance.results import (
+    equivariance_result,
+    records_to_frame,
+    save_records,
+    scalars_from_summary,
+    summary_table,
+)
+from glassbox.reporting.figures import plot_depth
 
 __all__ = [
     "FINITE_MEASURES",
@@ -63,6 +70,7 @@ __all__ = [
     "cyclic",
     "default_layers",
     "dihedral",
+    "equivariance_result",
     "e2cnn_element",
     "equivariance_error",
     "fibre_action",
@@ -82,6 +90,7 @@ __all__ = [
     "rotation_generator",
     "rotations",
     "save_records",
+    "scalars_from_summary",
     "spatial_action",
     "spatial_error",
     "summary_table",

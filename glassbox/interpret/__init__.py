@@ -22,6 +22,7 @@ from glassbox.interpret.representative import (
     Interpretation,
     RepresentativeInterpreter,
 )
+from glassbox.interpret.results import interpretation_result
 from glassbox.interpret.sampling import bisect_class_change, sample_candidates
 from glassbox.interpret.scsc import (
     InfeasibleDeltaError,
@@ -66,6 +67,7 @@ __all__ = [
     "greedy_scsc",
     "interpretation_distance",
     "interpretation_heatmaps",
+    "interpretation_result",
     "keep_most_important",
     "named_leaves",
     "pack_bits",

@@ -1,0 +1,11 @@
+"""Reports: turning the files that runs leave behind into tables, figures and documents.
+
+* :mod:`glassbox.reporting.tables`: one cell format, markdown, CSV/JSON tables;
+* :mod:`glassbox.reporting.figures`: the plots (error vs depth, separability, probes,
+  PCA, accuracy vs angle), drawn without pyplot;
+* :mod:`glassbox.reporting.sweep`: a Hydra multirun as one table (``python -m glassbox.report``);
+* :mod:`glassbox.reporting.compare`: separability tables of several runs side by side
+  (``python -m glassbox.reporting.compare``).
+
+Submodules are imported on use, so ``import glassbox.reporting`` stays cheap.
+"""
