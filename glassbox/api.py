@@ -65,7 +65,7 @@ def load_run(
     import hydra
     from omegaconf import OmegaConf
 
-    from glassbox.checkpoints import CHECKPOINT_KEY, load_checkpoint, load_weights
+    from glassbox.runtime.checkpoints import CHECKPOINT_KEY, load_checkpoint, load_weights
     from glassbox.utils import resolvers
 
     resolvers.register()

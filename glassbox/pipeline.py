@@ -15,21 +15,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from glassbox.callbacks.base import analysis_results
-from glassbox.checkpoints import (
+from glassbox.config import register as register_schemas
+from glassbox.config.checks import check_ranges
+from glassbox.config.errors import building, one_line_errors
+from glassbox.config.errors import user_error as _user_error
+from glassbox.errors import ConfigError, NonFiniteLossError
+from glassbox.runtime.checkpoints import (
     check_resumable,
     load_checkpoint,
     load_weights,
     net_name,
     resolve_resume_path,
 )
-from glassbox.config import register as register_schemas
-from glassbox.config.checks import check_ranges
-from glassbox.config.errors import building, one_line_errors
-from glassbox.config.errors import user_error as _user_error
-from glassbox.devices import check_trainer_devices
-from glassbox.errors import ConfigError, NonFiniteLossError
-from glassbox.launchers import ddp_job
-from glassbox.resume import RNGStateCallback
+from glassbox.runtime.devices import check_trainer_devices
+from glassbox.runtime.launchers import ddp_job
+from glassbox.runtime.rng import RNGStateCallback
 from glassbox.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)

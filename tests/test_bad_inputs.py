@@ -25,9 +25,9 @@ from torch import nn
 
 from conftest import EVAL_FAST, FAST, compose
 from glassbox import pipeline
-from glassbox.checkpoints import load_model
 from glassbox.config.errors import one_line_errors
 from glassbox.models.module import CHECKPOINT_KEY
+from glassbox.runtime.checkpoints import load_model
 
 TINY = [
     "model.net.widths=[2,2,4]",
@@ -626,7 +626,7 @@ def test_wandb_without_network_falls_back_to_offline_quickly_with_one_notice(
     for mode in ("auto", "online"):
         caplog.clear()
         start = time.perf_counter()
-        with caplog.at_level(logging.WARNING, logger="glassbox.loggers"):
+        with caplog.at_level(logging.WARNING, logger="glassbox.runtime.loggers"):
             logger = loggers.wandb_logger(
                 mode=mode, save_dir=tmp_path / mode, project="glassbox-test"
             )

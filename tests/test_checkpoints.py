@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from glassbox import pipeline
-from glassbox.checkpoints import (
+from glassbox.errors import CheckpointError
+from glassbox.models.module import CHECKPOINT_KEY
+from glassbox.runtime.checkpoints import (
     AtomicCheckpointIO,
     atomic_torch_save,
     load_checkpoint,
     load_model,
     load_weights,
 )
-from glassbox.errors import CheckpointError
-from glassbox.models.module import CHECKPOINT_KEY
 
 TINY = [
     "model.net.widths=[2,2,4]",

@@ -9,9 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FAST, run_script
-from glassbox.devices import check_trainer_devices, full_precision
 from glassbox.errors import ConfigError
 from glassbox.models.reduction import Reduction
+from glassbox.runtime.devices import check_trainer_devices, full_precision
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

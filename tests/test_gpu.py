@@ -60,7 +60,7 @@ def _test_size(ckpt: Path) -> int:
     import hydra
     from omegaconf import OmegaConf
 
-    from glassbox.checkpoints import load_checkpoint
+    from glassbox.runtime.checkpoints import load_checkpoint
     from glassbox.utils import resolvers
 
     resolvers.register()

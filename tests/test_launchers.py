@@ -177,7 +177,7 @@ def test_optuna_config_composes_with_the_plugin():
 def test_missing_plugin_names_the_extra(overrides, module, extra, monkeypatch):
     import importlib
 
-    from glassbox.launchers import MissingPluginError
+    from glassbox.runtime.launchers import MissingPluginError
 
     real = importlib.import_module
 

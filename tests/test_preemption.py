@@ -14,9 +14,9 @@ import pytest
 from lightning.pytorch import Callback
 
 from glassbox import pipeline
-from glassbox.checkpoints import load_checkpoint
 from glassbox.errors import ConfigError
-from glassbox.resume import slurm_environment
+from glassbox.runtime.checkpoints import load_checkpoint
+from glassbox.runtime.slurm import slurm_environment
 
 TINY = [
     "model.net.widths=[2,2,4]",
@@ -113,7 +113,7 @@ def test_sigusr1_saves_hpc_checkpoint_requeues_and_the_requeued_job_resumes(
 
     # The requeued job: the same command, in the same run directory (SLURM keeps the job id).
     monkeypatch.delenv("GB_SCONTROL_KILL")
-    with caplog.at_level(logging.INFO, logger="glassbox.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="glassbox.runtime.checkpoints"):
         metrics = pipeline.train(cfg_train(*overrides))
     assert f"resuming from {hpc}" in caplog.text
     final = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")

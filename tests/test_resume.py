@@ -15,15 +15,12 @@ import pytest
 import torch
 
 from conftest import FAST, ROOT
-from glassbox.checkpoints import load_checkpoint, resolve_resume_path, resume_candidates
 from glassbox.errors import ConfigError
 from glassbox.models.module import CHECKPOINT_KEY
-from glassbox.resume import (
-    ResumableCSVLogger,
-    collect_rng_state,
-    resume_command,
-    set_rng_state,
-)
+from glassbox.resume import resume_command
+from glassbox.runtime.checkpoints import load_checkpoint, resolve_resume_path, resume_candidates
+from glassbox.runtime.loggers import ResumableCSVLogger
+from glassbox.runtime.rng import collect_rng_state, set_rng_state
 
 TINY = [
     "model.net.widths=[2,2,4]",
@@ -164,7 +161,7 @@ def _ckpt(path: Path, step: int) -> Path:
 
 def test_last_resolves_to_the_newest_readable_checkpoint(tmp_path, caplog):
     assert resolve_resume_path(None, tmp_path) is None
-    with caplog.at_level(logging.WARNING, logger="glassbox.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="glassbox.runtime.checkpoints"):
         assert resolve_resume_path("last", tmp_path) is None  # nothing yet: start from scratch
     assert "no checkpoint in" in caplog.text and "hydra.run.dir=<run dir>" in caplog.text
     last = _ckpt(tmp_path / "checkpoints" / "last.ckpt", 3)
@@ -174,7 +171,7 @@ def test_last_resolves_to_the_newest_readable_checkpoint(tmp_path, caplog):
     assert resolve_resume_path("last", tmp_path) == str(hpc)  # preempted after the last epoch end
     hpc.write_bytes(b"torn")  # e.g. written by an older, non-atomic version
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="glassbox.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="glassbox.runtime.checkpoints"):
         assert resolve_resume_path("last", tmp_path) == str(last)
     assert "skipping unreadable checkpoint" in caplog.text
 

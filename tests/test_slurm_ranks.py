@@ -105,7 +105,7 @@ def test_srun_tasks_only_global_rank_zero_writes_the_run_files(tmp_path):
 
 
 def test_process_rank_reads_the_launchers_variables(monkeypatch):
-    from glassbox.launchers import process_rank, rank_zero_subdir
+    from glassbox.runtime.launchers import process_rank, rank_zero_subdir
 
     for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
@@ -185,7 +185,7 @@ def test_gpu_devices_size_the_request(tmp_path, monkeypatch, devices, n):
 
 @pytest.mark.parametrize("devices", ["auto", "-1"])
 def test_gpu_devices_auto_is_one_clear_error(devices):
-    from glassbox.launchers import LauncherConfigError
+    from glassbox.runtime.launchers import LauncherConfigError
 
     cfg = _hydra_cfg(["hydra/launcher=slurm", "trainer=gpu", f"trainer.devices={devices}"])
     with pytest.raises(
@@ -213,7 +213,7 @@ def slurm_job(monkeypatch):
 def test_lightning_requeues_in_a_hand_written_sbatch_job(slurm_job):
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    from glassbox.resume import slurm_environment
+    from glassbox.runtime.slurm import slurm_environment
 
     env = slurm_environment(auto_requeue=True, requeue_signal="USR1")
     assert isinstance(env, SLURMEnvironment)
@@ -225,7 +225,7 @@ def test_submitit_owns_requeue_under_the_slurm_launcher(slurm_job):
     handler is then off, so the job is never requeued twice."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    from glassbox.resume import slurm_environment
+    from glassbox.runtime.slurm import slurm_environment
 
     slurm_job.setenv("SUBMITIT_EXECUTOR", "slurm")
     env = slurm_environment(auto_requeue=True, requeue_signal="SIGUSR1")
@@ -243,7 +243,7 @@ def test_requeued_job_resumes_without_ckpt_path(tmp_path, monkeypatch):
     continues from the run directory's newest checkpoint instead of starting over."""
     import torch
 
-    from glassbox.checkpoints import resolve_resume_path
+    from glassbox.runtime.checkpoints import resolve_resume_path
 
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     assert resolve_resume_path(None, tmp_path) is None

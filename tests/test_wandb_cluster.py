@@ -72,7 +72,7 @@ def test_explicit_id_wins(cfg_train, offline):
 
 def test_offline_log_model_is_turned_off_not_an_error(cfg_train, offline, caplog):
     """Lightning refuses log_model=True with offline=True; the factory turns it off instead."""
-    with caplog.at_level(logging.WARNING, logger="glassbox.loggers"):
+    with caplog.at_level(logging.WARNING, logger="glassbox.runtime.loggers"):
         logger = _logger(cfg_train("logger=wandb", "logger.wandb.log_model=true"))
     assert logger._log_model is False and logger._offline is True
     assert "log_model=True is turned off" in caplog.text

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from glassbox import probe
-from glassbox.devices import full_precision
 from glassbox.errors import AnalysisInputError, AnalysisTypeError
 from glassbox.probe import LayerCapture, as_tensor, model_device
+from glassbox.runtime.devices import full_precision
 
 INPUT = "pixels"
 GLASSBOX_FIELDS = ("invariant_map", "invariant", "equivariant", "reduced", "logits")

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from glassbox.analysis.layers import INPUT, LayerSpec, collect_features, iter_batches
-from glassbox.devices import full_precision
 from glassbox.errors import AnalysisInputError
 from glassbox.metrics.separability import (
     MEASURES,
@@ -22,6 +21,7 @@ from glassbox.metrics.separability import (
     check_labels,
     flatten_features,
 )
+from glassbox.runtime.devices import full_precision
 
 ROW_KEYS = ("model", "layer", "dim", "samples", *MEASURES)
 

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from glassbox import probe
-from glassbox.devices import full_precision
 from glassbox.equivariance.actions import fibre_action
 from glassbox.equivariance.engine import Workspace, measure_layer, shared_workspace
 from glassbox.equivariance.groups import (
@@ -42,6 +41,7 @@ from glassbox.probe import (
     model_output,
     run_model,
 )
+from glassbox.runtime.devices import full_precision
 
 __all__ = [
     "FINITE_MEASURES",

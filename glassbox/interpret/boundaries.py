@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassbox.devices import full_precision
 from glassbox.errors import AnalysisInputError
 from glassbox.interpret.split import _has_inplace, _head_leaves, assert_piecewise_linear, run_head
+from glassbox.runtime.devices import full_precision
 
 __all__ = ["LinearBoundaries", "decision_boundaries", "logits_and_pairs"]
 

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from glassbox.devices import full_precision
 from glassbox.errors import AnalysisIndexError, AnalysisInputError
 from glassbox.interpret.boundaries import LinearBoundaries, logits_and_pairs
 from glassbox.interpret.heatmap import interpretation_heatmaps
@@ -23,6 +22,7 @@ from glassbox.interpret.ranking import rank_by_interpretation
 from glassbox.interpret.sampling import sample_candidates
 from glassbox.interpret.scsc import greedy_scsc, sign_matrix
 from glassbox.interpret.split import SplitModel, default_layer, split_model
+from glassbox.runtime.devices import full_precision
 
 __all__ = ["Interpretation", "RepresentativeInterpreter", "EmptyClassError"]
 

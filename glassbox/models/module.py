@@ -16,8 +16,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from glassbox.devices import full_precision
 from glassbox.errors import NonFiniteLossError
+from glassbox.runtime.devices import full_precision
 
 log = logging.getLogger(__name__)
 

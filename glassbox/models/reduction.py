@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glassbox.devices import full_precision
 from glassbox.errors import ConfigError
+from glassbox.runtime.devices import full_precision
 
 REDUCTIONS = ("linear", "pca")
 

@@ -16,21 +16,21 @@ def register() -> None:
     if not OmegaConf.has_resolver("gb.len"):
         OmegaConf.register_new_resolver("gb.len", lambda x: len(x))
     if not OmegaConf.has_resolver("gb.wandb_group"):
-        from glassbox.loggers import wandb_group
+        from glassbox.runtime.loggers import wandb_group
 
         OmegaConf.register_new_resolver("gb.wandb_group", lambda: wandb_group())
     if not OmegaConf.has_resolver("gb.wandb_job"):
-        from glassbox.loggers import wandb_job_suffix
+        from glassbox.runtime.loggers import wandb_job_suffix
 
         OmegaConf.register_new_resolver("gb.wandb_job", lambda: wandb_job_suffix())
     if not OmegaConf.has_resolver("gb.plugin"):
         # _target_ of the launcher/sweeper configs: one clear error when the plugin is missing.
-        from glassbox.launchers import require_plugin
+        from glassbox.runtime.launchers import require_plugin
 
         OmegaConf.register_new_resolver("gb.plugin", require_plugin)
     if not OmegaConf.has_resolver("gb.rank_zero_subdir"):
         # hydra.output_subdir, SLURM launcher resources: see glassbox/launchers.py
-        from glassbox import launchers
+        from glassbox.runtime import launchers
 
         OmegaConf.register_new_resolver("gb.rank_zero_subdir", launchers.rank_zero_subdir)
         OmegaConf.register_new_resolver("gb.slurm_gpus", launchers.slurm_gpus_per_node)

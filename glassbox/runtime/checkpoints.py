@@ -7,7 +7,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from glassbox.errors import CheckpointError
 from glassbox.models.module import CHECKPOINT_KEY
+from glassbox.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +128,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     renamed over ``path`` (``os.replace`` is atomic within one file system), so a crash or a
     SIGKILL mid-save leaves either the old checkpoint or the new one, never a torso.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
     _fsync_dir(path.parent)
     return path
 

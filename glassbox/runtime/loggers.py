@@ -1,7 +1,10 @@
-"""W&B logger factory: offline unless the user configured W&B online, and never blocking."""
+"""Loggers: the W&B factory (offline unless the user configured W&B online, and never
+blocking) and :class:`ResumableCSVLogger`, a CSV logger whose file survives a resume."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import netrc
 import os
@@ -9,6 +12,12 @@ import socket
 import threading
 from pathlib import Path
 from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from glassbox.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +89,7 @@ def run_id(save_dir: str | Path) -> str | None:
     """The W&B run id of the run directory ``save_dir``: read from ``<save_dir>/wandb/run_id``, or
     drawn and stored there on the first start, so that a resumed or requeued run (same run dir)
     continues the same W&B run. ``None`` on ranks other than 0, which never start a W&B run."""
-    from glassbox.launchers import process_rank
+    from glassbox.runtime.launchers import process_rank
 
     path = Path(save_dir) / RUN_ID_FILE
     if path.is_file() and path.read_text().strip():
@@ -176,3 +185,61 @@ def wandb_group() -> str | None:
     except (ValueError, ImportError):
         pass
     return None
+
+
+# --------------------------------------------------------------------------- CSV logging
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; this one keeps it
+    and appends, repairs a last row that a SIGKILL cut short, and rewrites the file atomically
+    when new columns appear."""
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        original = path.read_text()
+        text = original
+        if text and not text.endswith("\n"):  # the process died mid-row: drop the torso
+            text = text[: text.rfind("\n") + 1]
+        rows = list(csv.DictReader(io.StringIO(text)))
+        header = next(csv.reader(io.StringIO(text)), [])
+        self.metrics_keys = sorted(header)
+        if text != original or header != self.metrics_keys:
+            self._write_all(rows)
+        log.info("continuing %s (%d rows kept)", path, len(rows))
+
+    def _write_all(self, rows: list[dict[str, Any]]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.metrics_keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics_file_path, buf.getvalue())
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        self.metrics_keys = list(fieldnames)
+        self._write_all(rows)
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+        self.hparams.update(params)
+        target = Path(self.log_dir) / self.NAME_HPARAMS_FILE
+        tmp = target.with_name(f".{target.name}.tmp")
+        save_hparams_to_yaml(tmp, self.hparams)
+        os.replace(tmp, target)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume in the same run directory: earlier
+    rows are kept and the resumed run appends (rows of the epoch that was cut short may appear
+    twice; the ``epoch``/``step`` columns tell them apart). Local directories only."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
