@@ -37,8 +37,8 @@ __all__ = ["Image", "Result", "Table", "log_result", "write_files", "write_resul
 
 @dataclass
 class Table:
-    """A named table: ``data`` (a DataFrame or rows), the file stem it is written to
-    (``None``: not written) in ``formats``, and whether loggers get it."""
+    """A named table: ``data`` (a DataFrame or rows), the file stem it is written to in
+    ``formats`` (none: not written), and whether loggers get it."""
 
     data: pd.DataFrame
     file: str | None = None
@@ -91,7 +91,9 @@ class Result:
         formats: Sequence[str] = ("csv",),
         log: bool = True,
     ) -> None:
-        self.tables[name] = Table(as_frame(data), file, tuple(formats), log)
+        """Add a table, written as ``<file or name>.<format>`` for each of ``formats`` (an
+        empty ``formats``: only logged)."""
+        self.tables[name] = Table(as_frame(data), file or name, tuple(formats), log)
 
     def add_figure(
         self, name: str, figure: Any, file: str | None = None, caption: str = "", dpi: int = 120

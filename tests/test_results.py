@@ -92,3 +92,41 @@ def test_a_written_image_path_is_copied_and_a_bad_figure_is_one_error(tmp_path):
         AnalysisInputError, match="a figure must be a matplotlib Figure or an image path"
     ):
         write_result(r, tmp_path / "out2")
+
+
+def test_a_callback_returns_a_result_and_the_base_class_writes_it(tmp_path):
+    """The base class runs analyse() in eval mode without grad, writes the Result into
+    <output_dir>/<name>/<tag>/ and logs it; the scalars are the callback's results."""
+    from test_equivariance_callback import C4Classifier, tiny_data
+
+    from glassbox.callbacks import AnalysisCallback
+    from helpers import TinyModule, tiny_trainer
+
+    class Norms(AnalysisCallback):
+        name = "norms"
+
+        def analyse(self, trainer, pl_module, tag):
+            assert not torch.is_grad_enabled() and not pl_module.training
+            x, _ = self.analysis_batch(trainer, pl_module)
+            norms = self.network(pl_module)(x).norm(dim=1)
+            result = Result(self.name)
+            result.add_scalar("output", "mean_norm", value=norms.mean())
+            result.add_table("table", [{"image": i, "norm": float(n)} for i, n in enumerate(norms)])
+            return result
+
+    logger = RecordingLogger()
+    cb = Norms(output_dir=tmp_path, at_fit_end=True, num_images=6, on_error="raise")
+    module = TinyModule(C4Classifier())
+    tiny_trainer(logger, [cb], max_epochs=1, limit_train_batches=1).fit(
+        module, datamodule=tiny_data()
+    )
+    assert module.training
+    table = pd.read_csv(tmp_path / "norms" / "fit_end" / "table.csv")
+    assert len(table) == 6
+    assert cb.results["fit_end"] == {"norms/output/mean_norm": pytest.approx(table["norm"].mean())}
+    assert (
+        logger.metrics["norms/output/mean_norm"] == cb.results["fit_end"]["norms/output/mean_norm"]
+    )
+    assert logger.tables["norms/table"][0] == ["image", "norm"]
+    status = json.loads((tmp_path / "norms" / "fit_end" / "status.json").read_text())
+    assert status["status"] == "ran" and status["scalars"] == 1

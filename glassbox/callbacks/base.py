@@ -473,7 +473,8 @@ class AnalysisCallback(Callback):
             with eval_mode(pl_module):
                 if self.needs_grad:
                     rebuild_eval_caches(pl_module)
-                with torch.set_grad_enabled(self.needs_grad), torch.inference_mode(False):
+                # inference_mode(False) first: entering it turns grad mode back on
+                with torch.inference_mode(False), torch.set_grad_enabled(self.needs_grad):
                     result = self.analyse(trainer, pl_module, tag)
             if not isinstance(result, Result):
                 result = Result(self.name, scalars=dict(result or {}))

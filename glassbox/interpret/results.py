@@ -140,7 +140,9 @@ def interpretation_result(
         "evaluation", {**dict(evaluation or {}), "layer": interpreter.layer, "methods": table}
     )
     result.add_table(
-        "ad_ai", [{"method": m, "AD": r["AD"], "AI": r["AI"]} for m, r in table.items()], file=None
+        "ad_ai",
+        [{"method": m, "AD": r["AD"], "AI": r["AI"]} for m, r in table.items()],
+        formats=(),  # the file is evaluation.json
     )
     result.add_object("boundaries.pt", boundary_records(by_class))
     if images is None or len(interpreter.feature_shape) != 3 or max_galleries <= 0:
