@@ -610,7 +610,7 @@ def test_wandb_without_network_falls_back_to_offline_quickly_with_one_notice(
 ):
     import wandb
 
-    from glassbox import loggers
+    from glassbox.runtime import loggers
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # fake credentials: "auto" would go online

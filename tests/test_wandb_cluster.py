@@ -82,7 +82,7 @@ def test_online_keeps_log_model(cfg_train, monkeypatch):
     """Online (server reachable), log_model reaches Lightning's WandbLogger, which then uploads
     the best and last checkpoints at the end of training (nothing is contacted here: the
     experiment is never started)."""
-    from glassbox import loggers
+    from glassbox.runtime import loggers
 
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setattr(loggers, "_reachable", lambda host, timeout=2.0: True)
