@@ -287,8 +287,11 @@ def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, n
     for r, (s, t) in enumerate(bounds):
         n = t - s
         cols = n * hw
-        z = ws.get("z", (k1, c, cols), like)
-        z.view(k1, c, n, hw).copy_(feats[:, s:t].reshape(k1, n, c, hw).transpose(1, 2))
+        if n == 1:  # one image's maps are already (C, H·W) matrices: read them in place
+            z = feats[:, s].reshape(k1, c, hw)
+        else:
+            z = ws.get("z", (k1, c, cols), like)
+            z.view(k1, c, n, hw).copy_(feats[:, s:t].reshape(k1, n, c, hw).transpose(1, 2))
         z0, z_all = z[0], z[1:]
         torch.linalg.vector_norm(z0, out=rows["ref"][r, 0])
         if e:
@@ -316,8 +319,11 @@ def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, n
                 _norms(pred.sub_(ys), out=rows["best_fit"][r])
             if spatial:  # φ(g·x) − S_g φ(x), written over S_g φ(x)
                 _norms(torch.sub(ys, xs, out=xs), out=rows["spatial"][r])
-        if "invariance" in want:  # φ(g·x) − φ(x), written over φ(g·x): the block's last use
-            _norms(torch.sub(z_all, z0, out=z_all), out=rows["invariance"][r])
+        if "invariance" in want:  # φ(g·x) − φ(x), over the block's copy of φ(g·x) (last use)
+            diff = (
+                z_all if n > 1 else ws.get("diff", z_all.shape, like)
+            )  # never over the layer's output
+            _norms(torch.sub(z_all, z0, out=diff), out=rows["invariance"][r])
     result = {"ref": torch.linalg.vector_norm(rows["ref"])}
     if fit:
         result["test_ref"] = torch.linalg.vector_norm(rows["ref"][[s >= n_fit for s, _ in bounds]])
