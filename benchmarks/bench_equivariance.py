@@ -11,8 +11,11 @@ load hits all variants alike), it times:
 - ``lie``: :func:`measure_layerwise` with only the Lie derivative (one JVP pass).
 
 It prints medians and the ratios report / forward (target ≤ 1.3) and lie / one forward.
+AlexNet's report was memory-bound (wide early maps streamed through memory once per op);
+measuring a cache-sized block of images at a time took its ratio from 1.66 / 1.61 to
+1.43 / 1.39 (two runs, 1 thread, a 2-core machine shared at load 8–13).
 
-    python benchmarks/bench_equivariance.py [--rounds 7] [--batch 64] [--group C4] [--threads 1] [--device cuda]
+    python benchmarks/bench_equivariance.py [--model alexnet|glassbox|both] [--rounds 7] [--batch 64] [--group C4] [--threads 1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -27,16 +30,22 @@ from torch import nn
 
 from glassbox.equivariance import FINITE_MEASURES, get_group, measure_layerwise, transform_images
 
+MODELS = {"glassbox": "GlassBoxNet", "alexnet": "AlexNet"}
 
-def _models(channels: int, size: int) -> dict[str, nn.Module]:
-    """The project's glass-box net and AlexNet as conf/model/{glassbox,alexnet}.yaml build them."""
+
+def _models(channels: int, size: int, which: str) -> dict[str, nn.Module]:
+    """The project's glass-box net and/or AlexNet as conf/model/{glassbox,alexnet}.yaml build them."""
     from glassbox.models.alexnet import AlexNet
     from glassbox.models.glassbox_net import GlassBoxNet
 
-    return {
-        "GlassBoxNet": GlassBoxNet(in_channels=channels, image_size=size),
-        "AlexNet": AlexNet(in_channels=channels, image_size=size, width_mult=0.5, hidden=512),
+    build = {
+        "glassbox": lambda: GlassBoxNet(in_channels=channels, image_size=size),
+        "alexnet": lambda: AlexNet(
+            in_channels=channels, image_size=size, width_mult=0.5, hidden=512
+        ),
     }
+    chosen = list(MODELS) if which == "both" else [which]
+    return {MODELS[k]: build[k]() for k in chosen}
 
 
 def _timed(fn, device) -> float:
@@ -96,6 +105,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--group", default="C4")
+    parser.add_argument(
+        "--model",
+        choices=[*MODELS, "both"],
+        default="both",
+        help="which net to measure (default both)",
+    )
     add_device_argument(parser)
     parser.add_argument(
         "--threads",
@@ -117,7 +132,8 @@ def main() -> None:
         f"original + {order - 1} transformed copies), batch {args.batch}, {args.size}×{args.size}, "
         f"device {describe(args.device)}, median of {args.rounds} interleaved rounds"
     )
-    for name, model in _models(args.channels, args.size).items():
+    ratios = {}
+    for name, model in _models(args.channels, args.size, args.model).items():
         model.to(args.device)
         t = bench(model, images, args.group, args.rounds)
         ms = {k: 1e3 * v for k, v in t.items()}
@@ -126,10 +142,13 @@ def main() -> None:
             f"report: {ms['report']:8.1f} ms | ratio report/forward = {t['report'] / t['forward']:.2f} "
             f"(target <= 1.3; vs one batch {t['report'] / t['forward (one batch)']:.2f})"
         )
+        ratios[name] = t["report"] / t["forward"]
         print(
             f"{'':12s} Lie derivative: {ms['lie']:8.1f} ms = {t['lie'] / t['single forward']:.2f} × one forward "
             f"of the {args.batch} originals ({ms['single forward']:.1f} ms)"
         )
+
+    print("report / |G| forwards: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
 
 
 if __name__ == "__main__":

@@ -473,3 +473,31 @@ def test_reused_workspace_gives_the_same_numbers():
     first = [r.value for r in measure_layerwise(small, x, "D4")]
     measure_layerwise(big, torch.randn(10, 1, 16, 16), "D4")  # grows the shared buffers
     assert [r.value for r in measure_layerwise(small, x, "D4")] == first
+
+
+@pytest.mark.parametrize(("group", "exact"), [("D4", "error"), ("C8", "interpolate")])
+def test_blocks_of_one_image_give_the_numbers_of_one_block(monkeypatch, c4net, group, exact):
+    """The CPU engine works a cache-sized block of images at a time; the block size must
+    not change any number beyond round-off (Gram, cross products and norms summed blockwise)."""
+    from glassbox.equivariance import engine
+
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    x = torch.randn(10, 2, 12, 12)
+    imgs = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plain = measure_layerwise(model, x, group, exact=exact, fit_fraction=0.6)
+            e2 = measure_layerwise(c4net, imgs, "C4" if group == "D4" else "C8", exact=exact)
+        return [(r.layer, r.element, r.measure, r.value) for r in plain + e2]
+
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 2**40)  # one block per split
+    whole = run()
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 1)  # one image per block
+    blocked = run()
+    assert [k[:3] for k in blocked] == [k[:3] for k in whole]
+    assert len({k[2] for k in whole} & {"invariance", "spatial", "best_fit", "equivariance"}) == 4
+    for (*key, a), (_, _, _, b) in zip(whole, blocked):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6), key

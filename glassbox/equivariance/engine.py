@@ -2,21 +2,28 @@
 
 Given a layer's features for the original images and all transformed copies (one
 forward pass, (1+m, B, C, H, W)), this computes every measure for all elements with a
-few large tensor ops per layer:
+few large tensor ops per block of images (:func:`_blocked`):
 
-- the features are copied once, element-major, into (1+m, C, B·H·W): each element's
+- a block's features are copied element-major into (1+m, C, n·H·W): each element's
   maps are one (C, columns) matrix, a column per (image, position);
 - an exact group element permutes pixels, so S_g φ(x) is one column gather per element,
   shared by the spatial, known-action and best-fit measures; a regular field's fibre
   representation is one row gather;
-- every error is one difference written into a reused scratch buffer and one norm;
+- every error is one difference written over one of its operands and one norm per
+  element; the blocks' norms are combined at the end;
 - best fit: one Gram matrix X Xᵀ serves every exact element (a pixel permutation leaves
-  it unchanged), the cross products of all elements are one batched GEMM, all maps one
-  float64 solve, all held-out predictions one more batched GEMM.
+  it unchanged); it and the cross products of all elements (one batched GEMM per block)
+  accumulate over the fit images, all maps are one float64 solve, the held-out
+  predictions one batched GEMM per block.
 
-Loops run over group elements (≤ |G|), never over images. Elements that need
-interpolation take a simpler path. The functions in :mod:`glassbox.equivariance.measures`
-define the same quantities and serve as the reference in tests.
+On the CPU a block is about :data:`CHUNK_BYTES` (a core's L2 cache), so the ops of a
+block reuse what the previous op left in the cache instead of streaming the whole layer
+through memory once per op (AlexNet's wide early maps made the report memory-bound);
+elsewhere a block is all fit or all held-out images. Loops run over group elements
+(≤ |G|) and blocks, never over single images on other devices. Elements that need
+interpolation take a simpler path. The functions in
+:mod:`glassbox.equivariance.measures` define the same quantities and serve as the
+reference in tests.
 """
 
 from __future__ import annotations
@@ -38,9 +45,9 @@ def _rel(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(num == 0, torch.zeros_like(num), num / den)
 
 
-def _norms(t: torch.Tensor) -> torch.Tensor:
+def _norms(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """‖t[e]‖ for every element e (leading axis)."""
-    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1, out=out)
 
 
 def solve_ridge(gram: torch.Tensor, crosses: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -96,6 +103,7 @@ class Workspace:
 
 
 _SHARED = threading.local()
+CHUNK_BYTES = 2 * 2**20  # working set of one block of images on the CPU (about a core's L2)
 SHARED_CPU_BYTES = 256 * 2**20  # per buffer; the shared CPU workspace keeps at most 3 of them
 
 
@@ -167,57 +175,35 @@ def measure_layer(
         return out, notes
 
     b, c, h, w = f0.shape
-    cols = b * h * w  # one column per (image, position); the fit images' columns come first
-    split = n_fit * h * w
-    ws = workspace or Workspace()
-    # one element-major copy (1+m, C, B·H·W): every element's maps become one (C, cols)
-    # matrix, so each measure below is a handful of large ops (few parallel regions,
-    # GEMMs with long inner dimensions) rather than many small per-image ones
-    z = ws.get("z", (m + 1, c, cols), feats)
-    z.view(m + 1, c, b, h * w).copy_(feats.reshape(m + 1, b, c, h * w).transpose(1, 2))
-    z0, z_all = z[0], z[1:]
-    if "invariance" in want:
-        diff = torch.sub(z_all, z0, out=ws.get("diff", (m, c, cols), z))
-        emit("invariance", everyone, _rel(_norms(diff), ref))
-    if "best_fit" in want and split < min_fit_ratio * c:
+    if "best_fit" in want and n_fit * h * w < min_fit_ratio * c:
         # too few fitting rows (images × positions) per channel: the least-squares map would
         # over-fit and the held-out error would measure the over-fitting instead
         want.discard("best_fit")
         notes.append(f"best_fit ({n_fit}×{h}×{w} fitting rows < {min_fit_ratio:g} × {c} channels)")
     known = "equivariance" in want and fibre is not None and custom_action is None
-    if not ({"spatial", "best_fit"} & want or known):
-        return out, notes
-
-    exact_idx = [i for i, el in enumerate(elements) if el.is_exact_on(h, w)]
-    test_ref = torch.linalg.vector_norm(z0[:, split:]) if "best_fit" in want else None
-    if exact_idx:
-        e = len(exact_idx)
-        xs = ws.get("xs", (e, c, cols), z)  # S_g φ(x): a column gather per element
-        for j, i in enumerate(exact_idx):
-            torch.index_select(z0, 1, _columns(b, h, w, elements[i], str(z.device)), out=xs[j])
-        ys = z_all if e == m else z_all[exact_idx]
-        scratch = ws.get("diff", (e, c, cols), z)
-        spatial = None
-        if "spatial" in want or known:
-            spatial = _norms(torch.sub(ys, xs, out=scratch))
-        if "spatial" in want:
-            emit("spatial", exact_idx, _rel(spatial, ref))
-        if known:
-            _known_action(elements, exact_idx, fibre, xs, ys, spatial, scratch, ref, emit, notes)
-        if "best_fit" in want:
-            # Y ≈ Wᵀ X per element, X = S_g φ(x) and Y = φ(g·x) as (C, cols) matrices; the
-            # Gram X Xᵀ of a pixel permutation is that of φ(x): one for all elements
-            gram = z0[:, :split] @ z0[:, :split].T
-            cross = torch.bmm(xs[:, :, :split], ys[:, :, :split].transpose(1, 2))
-            weights = solve_ridge(gram, cross, ridge)
-            pred = scratch[:, :, : cols - split]
-            torch.bmm(weights.transpose(1, 2), xs[:, :, split:], out=pred)
-            emit("best_fit", exact_idx, _rel(_norms(pred.sub_(ys[:, :, split:])), test_ref))
-
+    maps = bool({"spatial", "best_fit"} & want or known)  # measures that transform φ(x)
+    exact_idx = [i for i, el in enumerate(elements) if maps and el.is_exact_on(h, w)]
+    invariance_at = len(out)
+    ws = workspace or Workspace()
+    norms = _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, notes)
+    ref, test_ref = norms["ref"], norms.get("test_ref")  # summed blockwise: more exact
+    if "invariance" in want:
+        values = _rel(norms["invariance"], ref).unbind(0)
+        out[invariance_at:invariance_at] = [
+            (el, "invariance", v) for el, v in zip(elements, values)
+        ]
+    if "spatial" in norms and "spatial" in want:
+        emit("spatial", exact_idx, _rel(norms["spatial"], ref))
+    if "equivariance" in norms:
+        idx, values = norms["equivariance"]
+        emit("equivariance", idx, _rel(values, ref))
+    if "best_fit" in norms:
+        emit("best_fit", exact_idx, _rel(norms["best_fit"], test_ref))
+    cols, split = b * h * w, n_fit * h * w
     for i, el in enumerate(elements):  # elements that need interpolation, one by one
-        if i in exact_idx:
+        if not maps or i in exact_idx:
             continue
-        xg = transform_grid(feats[0], el, exact, what=what)  # (B, C, H, W)
+        xg = transform_grid(f0, el, exact, what=what)  # (B, C, H, W)
         yg = feats[i + 1]
         if "spatial" in want:
             out.append((el, "spatial", _rel(torch.linalg.vector_norm(yg - xg), ref)))
@@ -230,7 +216,7 @@ def measure_layer(
                 out.append((el, "equivariance", _rel(num, ref)))
         if "best_fit" in want:
             x = xg.transpose(0, 1).reshape(c, cols)
-            y = z[i + 1]
+            y = yg.transpose(0, 1).reshape(c, cols)
             x_fit, y_fit = x[:, :split], y[:, :split]
             weights = solve_ridge(x_fit @ x_fit.T, (x_fit @ y_fit.T)[None], ridge)[0]
             resid = y[:, split:] - weights.T @ x[:, split:]
@@ -238,25 +224,119 @@ def measure_layer(
     return out, notes
 
 
-def _known_action(elements, exact_idx, fibre, xs, ys, spatial, scratch, ref, emit, notes) -> None:
-    """Known-action errors ‖φ(g·x) − ρ(g) S_g φ(x)‖ of a GeometricTensor layer."""
-    actions = {j: fibre(elements[i]) for j, i in enumerate(exact_idx)}
-    for j, action in actions.items():
-        if action is None:
-            name = elements[exact_idx[j]].name
-            notes.append(f"equivariance@{name} (not in the layer's e2cnn group)")
-    keep = [j for j, a in actions.items() if a is not None]
-    if not keep:
-        return
-    if all(actions[j].is_identity for j in keep):  # trivial fields: the spatial action
-        emit("equivariance", [exact_idx[j] for j in keep], _rel(spatial[keep], ref))
-        return
-    pred = scratch[: len(keep)]
-    for k, j in enumerate(keep):  # ρ(g) on the channel rows: a row gather for regular fields
-        action = actions[j]
-        if action.index is not None:
-            torch.index_select(xs[j], 0, action.index, out=pred[k])
+def _chunks(batch: int, n_fit: int, per_image: int, device: torch.device) -> list[tuple[int, int]]:
+    """Image ranges processed together: the fit images first, then the held-out ones (never
+    mixed), each range's working set about :data:`CHUNK_BYTES` on the CPU (one range per
+    split elsewhere)."""
+    size = max(1, CHUNK_BYTES // max(per_image, 1)) if device.type == "cpu" else batch
+    bounds = []
+    for lo, hi in ((0, n_fit), (n_fit, batch)) if n_fit else ((0, batch),):
+        bounds += [(s, min(hi, s + size)) for s in range(lo, hi, size)]
+    return bounds
+
+
+def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, notes) -> dict:
+    """Numerators of every finite measure of a (B, C, H, W) layer, a block of images at a time.
+
+    Each block's features are copied element-major into (1+m, C, n·H·W), so an element's
+    maps are one (C, columns) matrix, a column per (image, position); an exact element's
+    S_g φ(x) is one column gather; a regular field's ρ(g) one row gather. Every difference
+    is written over one of its operands and reduced to one norm per element; the best-fit
+    Gram matrix (one for all exact elements: a pixel permutation leaves it unchanged) and
+    cross products accumulate over the fit blocks, all maps are one float64 solve, and the
+    held-out blocks are predicted with one batched GEMM each. Blocks of about
+    :data:`CHUNK_BYTES` stay in the CPU's cache between these ops instead of streaming the
+    whole layer through memory once per op.
+
+    Returns ``{measure: per-element norms}`` (``"equivariance"``: (indices, norms)).
+    """
+    m = len(elements)
+    k1, b, c, h, w = feats.shape
+    hw = h * w
+    e = len(exact_idx)
+    fit = "best_fit" in want
+    actions, keep, trivial = {}, [], False
+    if known and exact_idx:
+        actions = {j: fibre(elements[i]) for j, i in enumerate(exact_idx)}
+        for j, action in actions.items():
+            if action is None:
+                notes.append(
+                    f"equivariance@{elements[exact_idx[j]].name} (not in the layer's e2cnn group)"
+                )
+        keep = [j for j, a in actions.items() if a is not None]
+        trivial = bool(keep) and all(actions[j].is_identity for j in keep)
+    spatial = e and ("spatial" in want or trivial)
+    twisted = bool(keep) and not trivial  # a non-trivial ρ(g): its own prediction
+    per_image = (k1 + 2 * e) * c * hw * feats.element_size()
+    bounds = _chunks(b, n_fit if fit else 0, per_image, feats.device)
+    like = feats
+    rows = {
+        name: torch.zeros(len(bounds), n, dtype=feats.dtype, device=feats.device)
+        for name, n in (
+            ("invariance", m),
+            ("spatial", e),
+            ("equivariance", len(keep)),
+            ("best_fit", e),
+            ("ref", 1),
+        )
+    }
+    gram = cross = weights = None
+    if fit and e:
+        gram = torch.zeros(c, c, dtype=feats.dtype, device=feats.device)
+        cross = torch.zeros(e, c, c, dtype=feats.dtype, device=feats.device)
+    for r, (s, t) in enumerate(bounds):
+        n = t - s
+        cols = n * hw
+        if n == 1:  # one image's maps are already (C, H·W) matrices: read them in place
+            z = feats[:, s].reshape(k1, c, hw)
         else:
-            torch.mm(action.matrix, xs[j], out=pred[k])
-    target = ys if len(keep) == len(exact_idx) else ys[keep]
-    emit("equivariance", [exact_idx[j] for j in keep], _rel(_norms(pred.sub_(target)), ref))
+            z = ws.get("z", (k1, c, cols), like)
+            z.view(k1, c, n, hw).copy_(feats[:, s:t].reshape(k1, n, c, hw).transpose(1, 2))
+        z0, z_all = z[0], z[1:]
+        torch.linalg.vector_norm(z0, out=rows["ref"][r, 0])
+        if e:
+            xs = ws.get("xs", (e, c, cols), like)  # S_g φ(x): a column gather per element
+            for j, i in enumerate(exact_idx):
+                torch.index_select(z0, 1, _columns(n, h, w, elements[i], str(z.device)), out=xs[j])
+            ys = z_all if e == m else z_all[exact_idx]
+            if twisted:  # ρ(g) S_g φ(x) − φ(g·x), before the spatial errors overwrite xs
+                pred = ws.get("pred", (len(keep), c, cols), like)
+                for q, j in enumerate(keep):  # ρ(g) on the channel rows
+                    action = actions[j]
+                    if action.index is not None:
+                        torch.index_select(xs[j], 0, action.index, out=pred[q])
+                    else:
+                        torch.mm(action.matrix, xs[j], out=pred[q])
+                _norms(pred.sub_(ys if len(keep) == e else ys[keep]), out=rows["equivariance"][r])
+            if fit and s < n_fit:  # Y ≈ Wᵀ X, X = S_g φ(x) and Y = φ(g·x) as (C, columns)
+                gram.addmm_(z0, z0.T)
+                cross.baddbmm_(xs, ys.transpose(1, 2))
+            elif fit:
+                if weights is None:
+                    weights = solve_ridge(gram, cross, ridge).transpose(1, 2)
+                pred = ws.get("pred", (e, c, cols), like)
+                torch.bmm(weights, xs, out=pred)
+                _norms(pred.sub_(ys), out=rows["best_fit"][r])
+            if spatial:  # φ(g·x) − S_g φ(x), written over S_g φ(x)
+                _norms(torch.sub(ys, xs, out=xs), out=rows["spatial"][r])
+        if "invariance" in want:  # φ(g·x) − φ(x), over the block's copy of φ(g·x) (last use)
+            diff = (
+                z_all if n > 1 else ws.get("diff", z_all.shape, like)
+            )  # never over the layer's output
+            _norms(torch.sub(z_all, z0, out=diff), out=rows["invariance"][r])
+    result = {"ref": torch.linalg.vector_norm(rows["ref"])}
+    if fit:
+        result["test_ref"] = torch.linalg.vector_norm(rows["ref"][[s >= n_fit for s, _ in bounds]])
+    for name in ("invariance", "best_fit"):
+        if name in want and (name == "invariance" or e):
+            result[name] = torch.linalg.vector_norm(rows[name], dim=0)
+    if spatial:
+        result["spatial"] = torch.linalg.vector_norm(rows["spatial"], dim=0)
+    if keep:
+        source = rows["spatial"] if trivial else rows["equivariance"]
+        picked = keep if trivial else list(range(len(keep)))
+        result["equivariance"] = (
+            [exact_idx[j] for j in keep],
+            torch.linalg.vector_norm(source[:, picked], dim=0),
+        )
+    return result
