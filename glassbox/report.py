@@ -14,7 +14,11 @@ every metric is summarised as mean ± std over the seeds of a group. Written int
   scalars of the analysis callbacks (``equivariance/…``, ``separability/…``,
   ``interpretation/…``) per group, the jobs;
 * ``accuracy_vs_angle.png``  test accuracy against rotation angle per group (mean ± std), from
-  the ``test_rot<angle>/acc`` metrics of ``rotated_test.angles`` (skipped when there are none).
+  the ``test_rot<angle>/acc`` metrics of ``rotated_test.angles`` (skipped when there are none);
+* ``report.html``  the sweep's static HTML report (:mod:`glassbox.reporting.sweep_report`).
+
+Given one run directory instead (``python -m glassbox.report logs/train/runs/<time>``), it
+rebuilds that run's ``report.html`` from its files (:mod:`glassbox.reporting.run_report`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from glassbox.errors import ConfigError
+from glassbox.errors import ConfigError, GlassboxError
 
 log = logging.getLogger(__name__)
 
@@ -341,19 +345,33 @@ def write_report(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m glassbox.report",
-        description="Tabulate the jobs of Hydra multiruns (CSV + markdown) and plot accuracy against angle.",
+        description="Tabulate the jobs of Hydra multiruns (CSV + markdown + report.html) and plot accuracy "
+        "against angle; given one run directory, (re)build its report.html.",
     )
     parser.add_argument(
-        "sweep_dirs", nargs="+", help="multirun directories, e.g. logs/train/multiruns/<time>"
+        "sweep_dirs",
+        nargs="+",
+        help="multirun directories, e.g. logs/train/multiruns/<time>, or one run directory",
     )
     parser.add_argument(
         "--out", default=None, help="output directory (default: the first sweep dir)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # one run directory (metrics.json or .hydra/ directly inside): its report.html only
+    first = Path(args.sweep_dirs[0])
+    is_run = (first / "metrics.json").is_file() or (first / ".hydra").is_dir()
     try:
+        if len(args.sweep_dirs) == 1 and is_run:
+            from glassbox.reporting.run_report import build_run_report
+
+            print(f"report: {build_run_report(first)}")
+            return 0
         paths = write_report(args.sweep_dirs, args.out)
-    except ReportError as err:
+        from glassbox.reporting.sweep_report import build_sweep_report
+
+        paths["report"] = build_sweep_report(args.sweep_dirs, args.out)
+    except GlassboxError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, path in paths.items():
