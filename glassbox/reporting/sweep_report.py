@@ -129,12 +129,19 @@ def _overlay(
 ) -> Path | None:
     """One panel per measure: per group, the mean ± std over its jobs against relative depth
     (0 = first measured layer, 1 = last), so nets of different length line up."""
-    present = [
-        m for m in measures if any(m in r for g in found.values() for rows in g for r in rows)
-    ]
+
+    def groups_with(measure: str) -> int:
+        return sum(
+            any(_is_number(r.get(measure)) for rows in tables for r in rows)
+            for tables in found.values()
+        )
+
+    # the two measures most groups have (a model comparison needs both models), in `measures` order
+    present = sorted(
+        (m for m in measures if groups_with(m)), key=lambda m: (-groups_with(m), measures.index(m))
+    )[:2]
     if not present:
         return None
-    present = present[:2]
     fig = H.new_figure(figsize=(5.4 * len(present), 3.7))
     H.fixed_margins(fig, left=0.7, bottom=0.55, top=0.3, wspace=0.8, ncols=len(present))
     axes = fig.subplots(1, len(present), squeeze=False).ravel()
