@@ -147,8 +147,10 @@ def rel(path: str | Path, start: str | Path) -> str:
 def figure(src: str, caption: str = "", alt: str | None = None, width: int | None = None) -> str:
     style = f' style="max-width:{width}px"' if width else ""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    # the image links to itself: a click opens it at full size
     return (
-        f'<figure{style}><img src="{esc(src)}" alt="{esc(alt or caption or src)}" >{cap}</figure>'
+        f'<figure{style}><a href="{esc(src)}"><img src="{esc(src)}" '
+        f'alt="{esc(alt or caption or src)}"></a>{cap}</figure>'
     )
 
 

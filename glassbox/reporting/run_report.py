@@ -309,8 +309,9 @@ def _history(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
                     if v is not None and k.startswith(("train/", "val/", "lr"))
                 }
             )
-        if by_epoch:
-            return [by_epoch[e] for e in sorted(by_epoch)], H.rel(logged, run_dir)
+        rows = [by_epoch[e] for e in sorted(by_epoch) if len(by_epoch[e]) > 1]
+        if rows:  # an evaluation's CSV log has test metrics only: no history
+            return rows, H.rel(logged, run_dir)
     return [], ""
 
 
@@ -371,7 +372,7 @@ def _plot_history(rows: list[dict[str, Any]], path: Path, best: int | None) -> P
 
 def _training_section(run: RunFiles, assets: Path) -> str:
     rows, source = _history(run.dir)
-    if not rows:
+    if not any(k not in ("epoch", "step") for r in rows for k in r):
         if run.task == "evaluate":
             return H.missing("an evaluation of a checkpoint: no training in this run")
         return H.missing(
@@ -523,7 +524,7 @@ def _separability_section(run: RunFiles) -> str:
     figs = ""
     for name in ("separability.png", "probes.png", "pca_explained_variance.png"):
         if (out / name).is_file():
-            figs += H.figure(H.rel(out / name, run.dir), f"separability/{final}/{name}", width=620)
+            figs += H.figure(H.rel(out / name, run.dir), f"separability/{final}/{name}", width=400)
     body += f'<div class="grid">{figs}</div>'
     columns = [c for c in rows[0] if c != "model"] if rows else []
     body += H.table(
@@ -635,8 +636,10 @@ def _interpretation_section(run: RunFiles) -> str:
         key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)],
     )
     if galleries:
-        body += "<h3>Galleries</h3>" + "".join(
-            H.figure(H.rel(p, run.dir), p.name) for p in galleries
+        body += (
+            '<h3>Galleries</h3><div class="grid">'
+            + "".join(H.figure(H.rel(p, run.dir), p.name, width=600) for p in galleries)
+            + "</div>"
         )
     return body
 
