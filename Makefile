@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train evaluate test test-all test-gpu bench lint format clean
+.PHONY: venv train evaluate test test-all test-gpu test-browser bench lint format clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 # Train the glass-box model on the embedded digits dataset, then test its best checkpoint.
 train: venv
 	$(PY) train.py $(ARGS)
+	@ls -td logs/train/runs/*/report.html 2>/dev/null | head -1 | sed 's/^/report: /'
 
 evaluate: venv
 	$(PY) evaluate.py $(ARGS)
@@ -30,6 +31,13 @@ test-all: venv
 # The GPU tests (tests/test_gpu.py); without CUDA each is reported as skipped with the reason.
 test-gpu: venv
 	WANDB_MODE=disabled $(PY) -m pytest -q -rs -m gpu $(ARGS)
+
+# A tiny run's and a tiny sweep's report.html rendered in headless Chromium: screenshots in
+# logs/browser/, failure on a console error or an image that did not load. Needs Chromium
+# (Debian/Ubuntu: sudo apt-get install chromium); without it, it says so and exits with status 2.
+# ARGS="path/to/report.html ..." renders those reports instead.
+test-browser: venv
+	WANDB_MODE=disabled $(PY) tests/browser/render_reports.py $(ARGS)
 
 # DEVICE=cuda runs them on the GPU (make bench DEVICE=cuda)
 DEVICE ?= cpu

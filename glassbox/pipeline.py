@@ -198,6 +198,18 @@ def _write_metrics(cfg: DictConfig, metrics: dict[str, Any], extra: dict[str, An
     return path
 
 
+def _write_report(cfg: DictConfig) -> None:
+    """The run's report.html, from the files just written; a failure only warns."""
+    try:
+        from glassbox.reporting.run_report import build_run_report
+
+        path = build_run_report(cfg.paths.output_dir)
+    except Exception as err:  # noqa: BLE001 - the report never fails a finished run
+        log.warning("could not build the run report: %s: %s", type(err).__name__, err)
+        return
+    log.info("report: %s", path)
+
+
 def _seed(cfg: DictConfig) -> None:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -244,6 +256,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "best_ckpt": getattr(trainer.checkpoint_callback, "best_model_path", None),
             },
         )
+        _write_report(cfg)
     _finish_wandb()
     return metrics
 
@@ -334,6 +347,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 "data": run_cfg.data.name,
             },
         )
+        _write_report(run_cfg)
     _finish_wandb()
     return metrics
 

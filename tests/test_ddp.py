@@ -46,6 +46,8 @@ JOB_FILES = {
     "csv/metrics.csv",
     "csv/hparams.yaml",
     "checkpoints/last.ckpt",
+    "history.csv",
+    "report.html",
 }
 
 
@@ -57,7 +59,11 @@ def check_single_writer(job: Path, extra: tuple[str, ...] = ()) -> None:
     """``job`` holds what one writer leaves (plus files under the ``extra`` prefixes)."""
     found = files(job)
     assert found >= JOB_FILES, JOB_FILES - found
-    unexpected = {f for f in found - JOB_FILES if not f.startswith(("checkpoints/epoch_", *extra))}
+    unexpected = {
+        f
+        for f in found - JOB_FILES
+        if not f.startswith(("checkpoints/epoch_", "report_files/", *extra))
+    }
     assert not unexpected, f"unexpected files {unexpected}"
     assert len([f for f in found if f.startswith("checkpoints/epoch_")]) == 1  # save_top_k=1
     # rank 1 logs to its console only: the job log holds one copy of each rank-agnostic line
