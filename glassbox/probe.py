@@ -135,8 +135,7 @@ def preserve_modes(model: nn.Module) -> Iterator[None]:
 
     Flags are restored with ``module.train(flag)``, parents before children, so modules that
     override ``train`` (e2cnn's ``R2Conv`` drops its eval-mode filter cache) see the change."""
-    flags = list(model.modules())
-    flags = [(m, m.training) for m in flags]  # pre-order: a parent comes before its children
+    flags = [(m, m.training) for m in model.modules()]  # pre-order: parents before children
     try:
         yield
     finally:

@@ -13,6 +13,7 @@ import torch
 from conftest import FAST, ROOT, compose
 from glassbox import pipeline
 from glassbox.errors import CheckpointError, ConfigError
+from glassbox.probe import LayerSelectionError
 
 TINY_GLASSBOX = [
     "model.net.widths=[2,3,4]",
@@ -159,10 +160,12 @@ def test_the_extending_guide_callback_runs(tmp_path):
     module = TinyModule(TinyGlassBox())
     trainer.fit(module, datamodule=TensorDataModule(data, num_classes=3))
     trainer.test(module, datamodule=TensorDataModule(data, num_classes=3), verbose=False)
-    assert cb.results["test"]["norms/output"] > 0
-    assert json.loads((tmp_path / "norms" / "test" / "status.json").read_text())["status"] == "ran"
+    assert cb.results["test"]["norms/output/mean_norm"] > 0
+    out = tmp_path / "norms" / "test"
+    assert json.loads((out / "status.json").read_text())["status"] == "ran"
+    assert (out / "norms.csv").read_text().splitlines()[0] == "layer,mean_norm"
     bad = namespace["NormCallback"](output_dir=tmp_path, layers=["nope"])
-    with pytest.raises(ConfigError, match=r"unknown layer\(s\) \['nope'\]"):
+    with pytest.raises(LayerSelectionError, match=r"unknown layer name\(s\) \['nope'\]"):
         pl.Trainer(max_epochs=1, logger=False, callbacks=[bad], accelerator="cpu").fit(
             module, datamodule=TensorDataModule(data, num_classes=3)
         )
