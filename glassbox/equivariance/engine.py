@@ -224,11 +224,11 @@ def measure_layer(
     return out, notes
 
 
-def _chunks(batch: int, n_fit: int, per_image: int, device: torch.device) -> list[tuple[int, int]]:
+def _chunks(batch: int, n_fit: int, per_image: int, small: bool) -> list[tuple[int, int]]:
     """Image ranges processed together: the fit images first, then the held-out ones (never
-    mixed), each range's working set about :data:`CHUNK_BYTES` on the CPU (one range per
-    split elsewhere)."""
-    size = max(1, CHUNK_BYTES // max(per_image, 1)) if device.type == "cpu" else batch
+    mixed), each range's working set about :data:`CHUNK_BYTES` if ``small`` (one range per
+    split otherwise)."""
+    size = max(1, CHUNK_BYTES // max(per_image, 1)) if small else batch
     bounds = []
     for lo, hi in ((0, n_fit), (n_fit, batch)) if n_fit else ((0, batch),):
         bounds += [(s, min(hi, s + size)) for s in range(lo, hi, size)]
@@ -268,7 +268,10 @@ def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, n
     spatial = e and ("spatial" in want or trivial)
     twisted = bool(keep) and not trivial  # a non-trivial ρ(g): its own prediction
     per_image = (k1 + 2 * e) * c * hw * feats.element_size()
-    bounds = _chunks(b, n_fit if fit else 0, per_image, feats.device)
+    # small blocks on the CPU for plain layers (AlexNet's wide early maps are memory-bound);
+    # GeometricTensor layers stay in one block: small ones measured slower for the glass-box net
+    small = feats.device.type == "cpu" and fibre is None
+    bounds = _chunks(b, n_fit if fit else 0, per_image, small)
     like = feats
     rows = {
         name: torch.zeros(len(bounds), n, dtype=feats.dtype, device=feats.device)
