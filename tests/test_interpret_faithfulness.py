@@ -259,3 +259,31 @@ def test_rotation_consistency_of_an_invariant_model_is_exact():
     its = [it for v in interp.cover_all(k=1).values() for it in v]
     r = rotation_consistency(interp, its, images[120:])
     assert r["heatmap_equivariance"] > 1e-2
+
+
+def test_report_tabulates_the_paper_shaped_table():
+    import pandas as pd
+
+    from glassbox.report import interpretation_tables
+
+    summary = pd.DataFrame(
+        {
+            "group": ["alexnet", "glassbox"],
+            "n": [3, 3],
+            "interpretation/reuse/RI/AD/mean": [20.0, 10.0],
+            "interpretation/reuse/RI/AD/std": [1.0, 0.5],
+            "interpretation/reuse/gradcam/AD/mean": [30.0, 12.0],
+            "interpretation/reuse/gradcam/AD/std": [2.0, 0.25],
+            "interpretation/per_image/RI/AI/mean": [5.0, 6.0],
+            "interpretation/per_image/RI/AI/std": [0.0, 1.0],
+            "interpretation/reuse/RI/deletion_auc/mean": [0.1, 0.2],
+            "interpretation/reuse/RI/deletion_auc/std": [0.0, 0.0],
+        }
+    )
+    tables = interpretation_tables(summary)
+    assert set(tables) == {"reuse", "per_image"}
+    reuse = tables["reuse"].set_index("method")
+    assert reuse.loc["RI", "alexnet AD"] == "20.00 ± 1.00"
+    assert reuse.loc["gradcam", "glassbox AD"] == "12.00 ± 0.25"
+    assert "alexnet deletion_auc" not in reuse.columns  # the paper's measures only
+    assert tables["per_image"].set_index("method").loc["RI", "glassbox AI"] == "6.00 ± 1.00"
