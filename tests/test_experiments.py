@@ -120,6 +120,8 @@ def test_interpretation_experiment_writes_interpretations(cfg_train, tmp_path):
         "model.optimizer.lr=0.02",
         "trainer.limit_test_batches=1",
         "callbacks.interpretation.num_images=8",
+        "callbacks.interpretation.reuse_k=4",
+        "callbacks.interpretation.road_percentiles=null",
         "callbacks.interpretation.num_reference=64",
         "callbacks.interpretation.num_candidates=8",
         "callbacks.interpretation.interpretations_per_class=1",

@@ -45,6 +45,9 @@ def test_callback_writes_interpretations_and_ad_ai(tmp_path):
         at_fit_end=True,
         at_test_end=False,
         num_images=24,
+        reuse_k=3,
+        road_percentiles=[50],
+        road_images=4,
         num_reference=200,
         interpretations_per_class=2,
         num_candidates=30,
@@ -75,8 +78,16 @@ def test_callback_writes_interpretations_and_ad_ai(tmp_path):
         assert 1 <= r["num_boundaries"] <= 30 and r["heldout"]["images"] == 24
 
     table = json.loads((out / "evaluation.json").read_text())["methods"]
-    assert set(table) == {"RI", "gradcam", "gradcam++", "scorecam"}
-    assert all(0 <= row["AD"] <= 100 and 0 <= row["AI"] <= 100 for row in table.values())
+    methods = ["RI", "gradcam", "gradcam++", "scorecam", "random", "centre"]
+    assert list(table) == methods
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["protocol"] == "reuse" and list(evaluation["protocols"]) == [
+        "reuse",
+        "per_image",
+    ]
+    reuse = evaluation["protocols"]["reuse"]
+    assert all(row["n"] == 3 * len(records) for row in reuse.values())  # k images each
+    assert evaluation["protocols"]["per_image"]["RI"]["n"] == 24
 
     saved = torch.load(out / "boundaries.pt")
     assert len(saved) == len(records) and saved[0]["weight"].shape[1] == 8 * 12 * 12
@@ -91,13 +102,18 @@ def test_callback_writes_interpretations_and_ad_ai(tmp_path):
     assert 0 < m["interpretation/class_coverage"] <= 1
     assert m["interpretation/RI/AD"] == pytest.approx(table["RI"]["AD"])
     assert m["interpretation/scorecam/AI"] == pytest.approx(table["scorecam"]["AI"])
+    assert m["interpretation/reuse/RI/AD"] == pytest.approx(table["RI"]["AD"])
+    for protocol in ("reuse", "per_image"):
+        row = evaluation["protocols"][protocol]["gradcam"]
+        for measure in ("AD@5", "AI@50", "deletion_auc", "road_morf", "wilcoxon_p_AD"):
+            assert m[f"interpretation/{protocol}/gradcam/{measure}"] == pytest.approx(row[measure])
+    assert 0 <= m["interpretation/rotation_consistency"] <= 1
+    assert m["interpretation/heatmap_equivariance"] >= 0
     cols, rows = logger.tables["interpretation/ad_ai"]
-    assert cols == ["method", "AD", "AI"] and [r[0] for r in rows] == [
-        "RI",
-        "gradcam",
-        "gradcam++",
-        "scorecam",
-    ]
+    assert cols == ["method", "AD", "AI"] and [r[0] for r in rows] == methods
+    cols, rows = logger.tables["interpretation/faithfulness"]
+    assert cols[:4] == ["protocol", "method", "AD", "AI"]
+    assert [r[:2] for r in rows] == [[p, x] for p in ("reuse", "per_image") for x in methods]
     assert len(logger.images["interpretation/galleries"][0]) == 3
     # the analysis left the module in training mode with no stray gradients
     assert module.training
@@ -120,6 +136,8 @@ def test_callback_on_a_glassbox_net_after_test(tmp_path):
         at_fit_end=False,
         at_test_end=True,
         num_images=12,
+        reuse_k=4,
+        road_images=4,
         num_reference=120,
         interpretations_per_class=1,
         num_candidates=20,
@@ -147,6 +165,10 @@ def test_callback_on_a_glassbox_net_after_test(tmp_path):
     meta = json.loads((out / "interpretations.json").read_text())
     assert meta["layer"] == "group_pool" and meta["feature_shape"] == [8, 6, 6]
     assert len({r["class"] for r in meta["interpretations"]}) >= 2
-    table = json.loads((out / "evaluation.json").read_text())["methods"]
-    assert set(table) == {"RI", "gradcam"} and 0 <= table["gradcam"]["AD"] <= 100
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    table = evaluation["methods"]
+    assert set(table) == {"RI", "gradcam", "random", "centre"}
+    # the glass-box ψ is C4-equivariant and its head invariant: interpretations rotate exactly
+    assert evaluation["rotation_consistency"] == 1.0
+    assert evaluation["heatmap_equivariance"] <= 1e-5
     assert len(list(out.glob("gallery_class*.png"))) == 1

@@ -217,7 +217,7 @@ def test_an_analysis_that_cannot_run_is_skipped_and_training_goes_on(tmp_path, c
     module.configure_optimizers = lambda: torch.optim.SGD(module.parameters(), lr=0.0)
     ri = RepresentativeInterpretationCallback(
         output_dir=tmp_path, model_attr="cnn", image_key="pixels", num_reference=20,
-        num_images=8, baselines=[], every_n_epochs=1, at_fit_end=True, at_test_end=True,
+        num_images=8, reuse_k=4, baselines=[], every_n_epochs=1, at_fit_end=True, at_test_end=True,
     )  # fmt: skip
     t = trainer(tmp_path, [ri], epochs=2)
     with caplog.at_level(logging.WARNING, logger="glassbox.callbacks.base"):

@@ -25,7 +25,21 @@ from lightning.pytorch import LightningModule, Trainer
 
 from glassbox.callbacks.base import SPLITS, AnalysisCallback
 from glassbox.errors import AnalysisInputError
-from glassbox.interpret import CAM_METHODS, RepresentativeInterpreter, compare_saliency_methods
+from glassbox.interpret import CAM_METHODS, RepresentativeInterpreter
+from glassbox.interpret.consistency import rotation_consistency
+from glassbox.interpret.faithfulness import (
+    DEFAULT_KEEP_FRACTIONS,
+    DEFAULT_ROAD_PERCENTILES,
+    check_keep_fractions,
+    check_road_percentiles,
+    faithfulness_suite,
+)
+from glassbox.interpret.protocols import (
+    check_k,
+    check_protocols,
+    per_image_protocol,
+    reuse_protocol,
+)
 from glassbox.interpret.results import display_images, interpretation_result
 from glassbox.interpret.split import default_layer, split_model
 from glassbox.results import Result
@@ -48,7 +62,20 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
         backend: ``packed`` or ``bool`` greedy.
         baselines: grad-cam package methods to compare with (``gradcam``, ``gradcam++``,
             ``scorecam``); empty to skip AD/AI of the baselines.
-        keep_fraction: fraction of most important pixels kept for AD/AI.
+        keep_fraction: fraction of most important pixels kept for AD/AI (the paper's 0.2).
+        protocols: comparison protocols, ``reuse`` (the paper's: explanations computed on
+            each interpretation's seed and reused on k new images) and/or ``per_image``
+            (each baseline explains every image from the image itself).
+        reuse_k: k, new images per interpretation in the reuse protocol (at most
+            ``num_images``).
+        keep_fractions: extra keep fractions of the faithfulness suite (AD/AI at each).
+        road_percentiles: percentiles of the grad-cam package's ROAD MoRF/LeRF averages
+            (``null`` skips ROAD).
+        road_images: ROAD on the first this many images of each method (``null``: all; the
+            package's imputer solves a sparse system per image and percentile, slow on CPUs).
+        deletion_steps: steps of the deletion/insertion curves.
+        rotation_consistency: also measure whether rotated images keep their interpretation
+            and whether heat maps rotate with the image.
         gallery_size: ranked images per gallery; max_galleries: galleries written (first
             interpretation of each class first).
         batch_size: forward batch size.
@@ -75,6 +102,13 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
         backend: str = "packed",
         baselines: Sequence[str] = CAM_METHODS,
         keep_fraction: float = 0.2,
+        protocols: Sequence[str] = ("reuse", "per_image"),
+        reuse_k: int = 10,
+        keep_fractions: Sequence[float] = DEFAULT_KEEP_FRACTIONS,
+        road_percentiles: Sequence[float] | None = DEFAULT_ROAD_PERCENTILES,
+        road_images: int | None = 20,
+        deletion_steps: int = 10,
+        rotation_consistency: bool = True,
         gallery_size: int = 8,
         max_galleries: int = 10,
         batch_size: int = 256,
@@ -108,6 +142,21 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
             raise AnalysisInputError(f"backend must be 'packed' or 'bool', got {backend!r}")
         if not 0 < keep_fraction <= 1:
             raise AnalysisInputError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+        self.protocols = check_protocols(protocols)
+        if "reuse" in self.protocols and not 1 <= reuse_k <= num_images:
+            check_k(reuse_k, num_images)
+        self.reuse_k = reuse_k
+        self.keep_fractions = check_keep_fractions(keep_fractions)
+        self.road_percentiles = (
+            None if road_percentiles is None else check_road_percentiles(road_percentiles)
+        )
+        if deletion_steps < 1:
+            raise AnalysisInputError(f"deletion_steps must be >= 1, got {deletion_steps}")
+        self.deletion_steps = deletion_steps
+        if road_images is not None and road_images < 1:
+            raise AnalysisInputError(f"road_images must be >= 1 or null, got {road_images}")
+        self.road_images = road_images
+        self.rotation_consistency = rotation_consistency
         self.layer = layer
         self.reference_split, self.num_reference = reference_split, num_reference
         self.k = interpretations_per_class
@@ -144,12 +193,36 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
         its = [it for c in sorted(by_class) for it in by_class[c]]
         interpreter.evaluate_heldout(its, held_x)
         fill = _black(dm, ref_x)
-        table = compare_saliency_methods(
-            interpreter, its, held_x, methods=self.baselines, keep=self.keep_fraction, fill=fill
+        model = interpreter.split.model
+        suites: dict[str, dict[str, dict[str, float]]] = {}
+        for protocol in self.protocols:
+            if protocol == "reuse":
+                sets, _ = reuse_protocol(
+                    interpreter, its, ref_x, held_x, k=self.reuse_k, methods=self.baselines,
+                    seed=self.seed,
+                )  # fmt: skip
+            else:
+                sets, info = per_image_protocol(
+                    interpreter, its, held_x, methods=self.baselines, seed=self.seed
+                )
+            suites[protocol] = faithfulness_suite(
+                model, sets, keep=self.keep_fraction, keeps=self.keep_fractions, fill=fill,
+                road_percentiles=self.road_percentiles, steps=self.deletion_steps,
+                road_images=self.road_images,
+                seed=self.seed, batch_size=self.batch_size,
+            )  # fmt: skip
+            if protocol == "per_image":
+                suites[protocol]["RI"]["covered"] = 100.0 * float(info["covered"].float().mean())
+        consistency = (
+            rotation_consistency(interpreter, its, held_x)
+            if self.rotation_consistency and held_x.shape[-1] == held_x.shape[-2]
+            else {}
         )
+        # the paper's table (AD/AI at keep_fraction) of the first protocol
+        table = {m: {"AD": r["AD"], "AI": r["AI"]} for m, r in suites[self.protocols[0]].items()}
 
         mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
-        return interpretation_result(
+        result = interpretation_result(
             interpreter,
             by_class,
             table,
@@ -160,10 +233,29 @@ class RepresentativeInterpretationCallback(AnalysisCallback):
                 "num_candidates": self.num_candidates,
                 "delta": self.delta,
             },
-            evaluation={"keep_fraction": self.keep_fraction},
+            evaluation={
+                "keep_fraction": self.keep_fraction,
+                "protocol": self.protocols[0],
+                "reuse_k": self.reuse_k,
+                "keep_fractions": self.keep_fractions,
+                "road_percentiles": self.road_percentiles,
+                "protocols": suites,
+                **consistency,
+            },
             gallery_size=self.gallery_size,
             max_galleries=self.max_galleries,
         )
+        # every protocol's suite: interpretation/<protocol>/<method>/<measure>
+        rows = []
+        for protocol, suite in suites.items():
+            for method, row in suite.items():
+                rows.append({"protocol": protocol, "method": method, **row})
+                for measure, value in row.items():
+                    result.scalars[result.key(protocol, method, measure)] = float(value)
+        result.add_table("faithfulness", rows)
+        for name, value in consistency.items():
+            result.scalars[result.key(name)] = float(value)
+        return result
 
 
 def _black(dm, images: torch.Tensor) -> torch.Tensor | float:

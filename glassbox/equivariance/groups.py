@@ -219,7 +219,9 @@ def _pixel_permutation(height: int, width: int, element: GroupElement, device: s
 def rotate_interpolated(x: torch.Tensor, radians: float | torch.Tensor) -> torch.Tensor:
     """Rotate the last two axes counter-clockwise (the ``rot90`` direction) about the centre.
 
-    Bilinear, zero padding, output on the same grid; isotropic in pixel units on
+    Bilinear, border padding (samples outside the grid take the nearest border value, so a
+    uniform background stays the background whatever its normalised value), output on the
+    same grid; isotropic in pixel units on
     non-square grids. ``radians`` may be a 0-d tensor (differentiable).
     """
     lead, (h, w) = x.shape[:-2], x.shape[-2:]
@@ -230,7 +232,7 @@ def rotate_interpolated(x: torch.Tensor, radians: float | torch.Tensor) -> torch
     theta = torch.stack([torch.stack([c, -s * h / w, zero]), torch.stack([s * w / h, c, zero])])
     theta = theta.unsqueeze(0).expand(flat.shape[0], 2, 3)
     grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
-    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.reshape(*lead, h, w)
 
 
@@ -239,14 +241,18 @@ def rotation_generator(x: torch.Tensor) -> torch.Tensor:
 
     Rotating by t samples the input at positions moving with velocity (−v, u) (u to the
     right, v down, about the centre), so the derivative is −v ∂x/∂u + u ∂x/∂v. Central
-    differences with zero padding equal the symmetric finite difference of the bilinear
-    rotation, so this is the smooth derivative of :func:`rotate_interpolated`.
+    differences with border (replicate) padding, like :func:`rotate_interpolated`'s border
+    padding, equal the symmetric finite difference of the bilinear rotation: outside the grid
+    the image continues with its border value, so a uniform background adds no derivative
+    whatever its normalised value (zero padding would put a spurious edge at the border of
+    every normalised image).
     """
     h, w = x.shape[-2], x.shape[-1]
-    pad_u = F.pad(x, (1, 1))
-    d_u = 0.5 * (pad_u[..., 2:] - pad_u[..., :-2])
-    pad_v = F.pad(x, (0, 0, 1, 1))
-    d_v = 0.5 * (pad_v[..., 2:, :] - pad_v[..., :-2, :])
+    padded = F.pad(x.reshape(-1, 1, h, w), (1, 1, 1, 1), mode="replicate").reshape(
+        *x.shape[:-2], h + 2, w + 2
+    )
+    d_u = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
+    d_v = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
     u = torch.arange(w, dtype=x.dtype, device=x.device) - (w - 1) / 2
     v = (torch.arange(h, dtype=x.dtype, device=x.device) - (h - 1) / 2).unsqueeze(-1)
     return -v * d_u + u * d_v

@@ -7,6 +7,7 @@ boundaries and images with the greedy SCSC, rank images, draw heat maps and scor
 """
 
 from glassbox.interpret.boundaries import LinearBoundaries, decision_boundaries
+from glassbox.interpret.consistency import rotation_consistency
 from glassbox.interpret.evaluation import (
     CAM_METHODS,
     average_drop_increase,
@@ -15,7 +16,21 @@ from glassbox.interpret.evaluation import (
     keep_most_important,
     ri_saliency,
 )
+from glassbox.interpret.faithfulness import (
+    deletion_insertion_auc,
+    drop_increase,
+    faithfulness_suite,
+    keep_mask,
+    paired_wilcoxon,
+    road_scores,
+)
 from glassbox.interpret.heatmap import channel_weights, interpretation_heatmaps
+from glassbox.interpret.protocols import (
+    PROTOCOLS,
+    cam_channel_weights,
+    per_image_protocol,
+    reuse_protocol,
+)
 from glassbox.interpret.ranking import interpretation_distance, rank_by_interpretation
 from glassbox.interpret.representative import (
     EmptyClassError,
@@ -45,6 +60,17 @@ from glassbox.interpret.split import (
 )
 
 __all__ = [
+    "PROTOCOLS",
+    "cam_channel_weights",
+    "deletion_insertion_auc",
+    "drop_increase",
+    "faithfulness_suite",
+    "keep_mask",
+    "paired_wilcoxon",
+    "per_image_protocol",
+    "reuse_protocol",
+    "road_scores",
+    "rotation_consistency",
     "CAM_METHODS",
     "EmptyClassError",
     "InfeasibleDeltaError",

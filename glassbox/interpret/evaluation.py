@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from glassbox.errors import AnalysisInputError
+from glassbox.interpret.faithfulness import keep_mask
 from glassbox.interpret.representative import Interpretation, RepresentativeInterpreter
 from glassbox.probe import preserve_modes
 
@@ -37,10 +38,15 @@ CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
 def keep_most_important(
-    images: Tensor, saliency: Tensor, keep: float = 0.2, fill: float | Tensor = 0.0
+    images: Tensor,
+    saliency: Tensor,
+    keep: float = 0.2,
+    fill: float | Tensor = 0.0,
+    seed: int = 0,
 ) -> Tensor:
     """e′: keep the ``keep`` fraction of pixels with the highest saliency (all channels), set
-    the others to ``fill`` (a scalar or a per-channel (C,) tensor in the model's input space)."""
+    the others to ``fill`` (a scalar or a per-channel (C,) tensor in the model's input space).
+    Ties among equal saliencies are broken in a seeded random order (not memory order)."""
     if not 0.0 < keep <= 1.0:
         raise AnalysisInputError(f"keep must be in (0, 1], got {keep}")
     n, c, h, w = images.shape
@@ -48,11 +54,7 @@ def keep_most_important(
         raise AnalysisInputError(
             f"saliency must have shape {(n, h, w)} to match the images, got {tuple(saliency.shape)}"
         )
-    k = max(1, int(round(keep * h * w)))
-    top = saliency.reshape(n, -1).to(images.device).topk(k, dim=1).indices
-    mask = torch.zeros(n, h * w, dtype=torch.bool, device=images.device)
-    mask.scatter_(1, top, True)
-    mask = mask.reshape(n, 1, h, w)
+    mask = keep_mask(saliency.to(images.device), keep, seed=seed)[:, None]
     fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
     fill = fill.reshape(1, -1, 1, 1) if fill.dim() == 1 else fill
     return torch.where(mask, images, fill)

@@ -237,6 +237,27 @@ def analysis_tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {prefix: pd.DataFrame(rows) for prefix, rows in tables.items()}
 
 
+def interpretation_tables(summary: pd.DataFrame, measures=("AD", "AI")) -> dict[str, pd.DataFrame]:
+    """``{protocol: table}`` in the shape of Lam et al.'s table: one row per method, one
+    ``<group> <measure>`` column (mean ± std) per group, from the
+    ``interpretation/<protocol>/<method>/<measure>`` metrics."""
+    tables: dict[str, dict[str, dict]] = {}
+    for col in summary.columns:
+        parts = col.split("/")
+        if len(parts) != 5 or parts[0] != "interpretation" or parts[4] != "mean":
+            continue
+        _, protocol, method, measure, _ = parts
+        if measure not in measures:
+            continue
+        row = tables.setdefault(protocol, {}).setdefault(method, {"method": method})
+        metric = col[: -len("/mean")]
+        for _, r in summary.iterrows():
+            row[f"{r['group']} {measure}"] = _cell(
+                r[f"{metric}/mean"], r[f"{metric}/std"], r["n"], ".2f", ".2f"
+            )
+    return {p: pd.DataFrame(list(rows.values())) for p, rows in tables.items()}
+
+
 def write_report(
     sweep_dirs: Sequence[str | Path], out_dir: str | Path | None = None
 ) -> dict[str, Path]:
@@ -281,6 +302,8 @@ def write_report(
         paths["plot"] = plot_accuracy_vs_angle(curves, out / "accuracy_vs_angle.png")
     else:
         log.info("no test_rot<angle>/acc metrics (rotated_test.angles was empty): no angle plot")
+    for protocol, table in interpretation_tables(summary).items():
+        md += [f"## interpretation: AD/AI, {protocol} protocol", "", markdown_table(table), ""]
     for prefix, table in analysis_tables(summary).items():
         md += [
             f"## {prefix} (final analysis of each job)",
