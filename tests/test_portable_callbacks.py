@@ -248,7 +248,7 @@ def test_on_error_raise_reraises(tmp_path):
         module.cnn[7].bias.copy_(torch.tensor([1.0, 0.0]))
     ri = RepresentativeInterpretationCallback(
         output_dir=tmp_path, model_attr="cnn", image_key="pixels", num_reference=20,
-        num_images=8, baselines=[], on_error="raise",
+        num_images=8, reuse_k=4, baselines=[], on_error="raise",
     )  # fmt: skip
     module.configure_optimizers = lambda: torch.optim.SGD(module.parameters(), lr=0.0)
     with pytest.raises(EmptyClassError, match="all reference images are predicted as class 0"):
