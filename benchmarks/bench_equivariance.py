@@ -12,8 +12,8 @@ load hits all variants alike), it times:
 
 It prints medians and the ratios report / forward (target ≤ 1.3) and lie / one forward.
 AlexNet's report was memory-bound (wide early maps streamed through memory once per op);
-measuring a cache-sized block of images at a time took its ratio from 1.66 / 1.61 to
-1.12 / 1.37 (two runs each, 1 thread, a 2-core machine shared at load 8–14: ±0.15 noise).
+measuring a cache-sized block of images at a time took its ratio from 1.63 / 1.58 to
+1.49 / 1.51 on the idle 2-core machine (two runs each, 1 thread) — still above the bar.
 
     python benchmarks/bench_equivariance.py [--model alexnet|glassbox|both] [--rounds 7] [--batch 64] [--group C4] [--threads 1] [--device cuda]
 """
