@@ -12,11 +12,14 @@ files without parsing the rounded text.
 from __future__ import annotations
 
 import html
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 STYLE = """
 :root { --fg:#1d2329; --muted:#5b6670; --line:#d9dee3; --bg:#ffffff; --band:#f4f6f8;
@@ -195,6 +198,18 @@ class Page:
 
     def add(self, sid: str, title: str, body: str) -> None:
         self.sections.append((sid, title, body))
+
+    def build(self, sections: Sequence[tuple[str, str]], builders: dict[str, Any]) -> None:
+        """Add each ``(id, heading)`` of ``sections`` with the body its builder returns; a
+        builder that fails gives a section saying why (one broken input must not hide the
+        others)."""
+        for sid, heading in sections:
+            try:
+                body = builders[sid]()
+            except Exception as err:  # noqa: BLE001 - see the docstring
+                log.warning("report: the %s section failed: %s", sid, err, exc_info=True)
+                body = missing(f"this section could not be built: {type(err).__name__}: {err}")
+            self.add(sid, heading, body)
 
     def render(self) -> str:
         nav = "".join(f'<a href="#{esc(s)}">{esc(t)}</a>' for s, t, _ in self.sections)

@@ -733,13 +733,7 @@ def build_run_report(run_dir: str | Path) -> Path:
         "interpretation": lambda: _interpretation_section(run),
         "status": lambda: _status_section(run),
     }
-    for sid, heading in SECTIONS:
-        try:
-            body = builders[sid]()
-        except Exception as err:  # noqa: BLE001 - one broken input must not hide the others
-            log.warning("report: the %s section failed: %s", sid, err, exc_info=True)
-            body = H.missing(f"this section could not be built: {type(err).__name__}: {err}")
-        page.add(sid, heading, body)
+    page.build(SECTIONS, builders)
     path = atomic_write_text(run_dir / REPORT_FILE, page.render())
     log.info("run report written to %s (%.1f s)", path, time.perf_counter() - start)
     return path

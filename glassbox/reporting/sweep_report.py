@@ -348,13 +348,7 @@ def build_sweep_report(
         "analysis": lambda: _analysis_section(summary),
         "jobs": lambda: _jobs_section(df, job_dirs, varying, headline, out),
     }
-    for sid, heading in SWEEP_SECTIONS:
-        try:
-            body = builders[sid]()
-        except Exception as err:  # noqa: BLE001 - one broken input must not hide the others
-            log.warning("report: the sweep's %s section failed: %s", sid, err, exc_info=True)
-            body = H.missing(f"this section could not be built: {type(err).__name__}: {err}")
-        page.add(sid, heading, body)
+    page.build(SWEEP_SECTIONS, builders)
     path = atomic_write_text(out / REPORT_FILE, page.render())
     log.info("sweep report written to %s (%.1f s)", path, time.perf_counter() - start)
     return path
