@@ -19,6 +19,7 @@ from glassbox.config import register as register_schemas
 from glassbox.config.checks import check_ranges
 from glassbox.config.errors import building, one_line_errors
 from glassbox.config.errors import user_error as _user_error
+from glassbox.data.transforms import mean_over_turn
 from glassbox.errors import ConfigError, NonFiniteLossError
 from glassbox.runtime.checkpoints import (
     check_resumable,
@@ -176,6 +177,10 @@ def run_tests(
         # After the first pass the module already holds the tested weights: no reload.
         results.update(_scalars(trainer.test(module, datamodule=rdm, verbose=False)[0]))
     module.set_test_prefix("test")
+    by_angle = {float(a): results.get(f"test_rot{float(a):g}/acc") for a in rot.get("angles") or []}
+    if by_angle and None not in by_angle.values():
+        # the headline of "trained upright, tested rotated": accuracy averaged over the angles
+        results["test_rot_mean/acc"] = mean_over_turn(by_angle)
     return results
 
 

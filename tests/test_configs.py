@@ -87,7 +87,7 @@ def test_callback_options(tmp_path, callbacks):
         assert hasattr(cb, "on_fit_start")
 
 
-@pytest.mark.parametrize("group", ["debug", "experiment"])
+@pytest.mark.parametrize("group", ["debug", "experiment", "variant"])
 def test_debug_and_experiment_options_compose(cfg_train, group):
     for option in options(group):
         cfg = cfg_train(f"{group}={option}")

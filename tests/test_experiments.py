@@ -80,6 +80,10 @@ def test_rotation_generalization_curve_is_flat_at_right_angles_for_c4(cfg_train,
     # the upright test (0° is the test split itself).
     for a in (0, 90, 270, 360):
         assert accs[a] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    # the headline: mean over one turn, 360° being 0° again
+    assert metrics["test_rot_mean/acc"] == pytest.approx(
+        (accs[0] + accs[45] + accs[90] + accs[270]) / 4
+    )
     assert set(json.loads((tmp_path / "metrics.json").read_text())["metrics"]) >= {
         f"test_rot{a:g}/acc" for a in accs
     }

@@ -35,7 +35,7 @@ def test_every_experiment_passes_fast_dev_run_from_the_command_line(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out
     jobs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
-    assert len(jobs) == len(EXPERIMENTS) == 5
+    assert len(jobs) == len(EXPERIMENTS)
     for job in jobs:
         metrics = json.loads((job / "metrics.json").read_text())["metrics"]
         assert 0.0 <= metrics["test/acc"] <= 1.0

@@ -27,6 +27,7 @@ GROUPS = {
     "trainer": "Lightning Trainer presets: accelerator, devices, precision, strategy",
     "paths": "where data, logs and run directories live",
     "experiment": "a whole experiment: overrides of any group, and the sweep of a multirun (-m)",
+    "variant": "a named model/data variant of experiment=rotation_ablation (any run takes one)",
     "hparams_search": "a hyperparameter search with a sweeper plugin (-m)",
     "debug": "quick checks: one batch, a few batches, overfitting",
     "local": "your git-ignored per-user settings (conf/local/default.yaml)",

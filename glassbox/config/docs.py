@@ -251,7 +251,15 @@ def generate() -> str:
         "",
         "Their keys are the arguments of the class each entry's `_target_` names.",
     ]
-    for group in ("callbacks", "logger", "hydra/launcher", "experiment", "hparams_search", "debug"):
+    for group in (
+        "callbacks",
+        "logger",
+        "hydra/launcher",
+        "experiment",
+        "variant",
+        "hparams_search",
+        "debug",
+    ):
         out += ["", f"### `{group}`: {GROUPS[group]}", "", *_options(group)]
     return "\n".join(out) + "\n"
 

@@ -63,6 +63,13 @@ class RotationSplit(StrEnum):
     both = "both"
 
 
+class Resize(StrEnum):
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    nearest = "nearest"
+    area = "area"
+
+
 class RotationMode(StrEnum):
     random = "random"
     fixed = "fixed"
@@ -99,6 +106,10 @@ class DataConfig:
         "zero padding on each side: images are resized to image_size - 2*padding first",
         4,
         "non_negative",
+    )
+    resize: Resize = key(
+        "interpolation that resizes the source images: bilinear, bicubic, nearest or area",
+        Resize.bilinear,
     )
     channels: int = key("channels the model sees (grey ↔ RGB conversion)", 1, "positive")
     mean: List[float] = key("per-channel normalisation mean (one value, or one per channel)")
@@ -137,6 +148,12 @@ class Reduction(StrEnum):
     linear = "linear"
 
 
+class Pooling(StrEnum):
+    max = "max"
+    max_antialiased = "max_antialiased"
+    avg = "avg"
+
+
 class AlexNetStem(StrEnum):
     small = "small"
     imagenet = "imagenet"
@@ -156,7 +173,22 @@ class GlassBoxNetConfig:
     group_order: int = key("N: rotations by multiples of 360°/N", 8, "positive")
     widths: List[int] = key("regular fields per representation block", [8, 16, 32], "positive")
     kernel_sizes: List[int] = key("odd kernel size per block", [5, 5, 5], "positive")
-    pool_after: List[bool] = key("2×2 max pool after each block", [True, True, False])
+    pool_after: List[bool] = key("2×2 pooling after each block", [True, True, False])
+    pooling: Pooling = key(
+        "the 2×2 pooling: max, max_antialiased (stride-1 max, Gaussian blur, subsample) or avg",
+        Pooling.max,
+    )
+    frequencies_cutoff: float | None = key(
+        "e2cnn filter basis: highest angular frequency = cutoff × ring radius "
+        "(null: e2cnn's default policy)",
+        None,
+        "positive",
+    )
+    maximum_offset: int | None = key(
+        "e2cnn filter basis: aliased frequencies kept for finite groups (null: all the cutoff allows)",
+        None,
+        "non_negative",
+    )
     reduction: Reduction = key(
         "dimension reduction: pca (fitted on the training representations at fit start) or "
         "linear (learned)",

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from glassbox.data import sources
 from glassbox.data.transforms import (
+    RESIZE_MODES,
     fit_images,
     match_channels,
     normalise,
@@ -54,6 +55,8 @@ class GlassBoxDataModule(pl.LightningDataModule):
         name: ``digits`` (default, embedded), ``shapes`` (generated), ``mnist``, ``fashion_mnist``,
             ``cifar10`` (torchvision; need files under ``root`` or ``download=True``).
         image_size, padding: images are resized to ``image_size - 2*padding`` and zero-padded.
+        resize: the resizing interpolation: ``bilinear``, ``bicubic`` (both anti-aliased when
+            shrinking), ``nearest`` or ``area``.
         channels: channel count the model sees (grey ↔ RGB conversion if it differs).
         classes: optional subset of original labels (e.g. ``[3, 8]`` for a binary prototype);
             they are relabelled 0..k-1 in the given order.
@@ -74,6 +77,7 @@ class GlassBoxDataModule(pl.LightningDataModule):
         download: bool = False,
         image_size: int = 32,
         padding: int = 4,
+        resize: str = "bilinear",
         channels: int = 1,
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
@@ -111,7 +115,12 @@ class GlassBoxDataModule(pl.LightningDataModule):
                 f"data.batch_size={batch_size!r} is not a positive integer; set e.g. data.batch_size=64"
             )
         self.name, self.root, self.download = name, root, download
+        if resize not in RESIZE_MODES:
+            raise ConfigError(
+                f"data.resize={resize!r} is not an interpolation; use one of {', '.join(RESIZE_MODES)}"
+            )
         self.image_size, self.padding, self.channels = image_size, padding, channels
+        self.resize = resize
         self.mean, self.std = list(mean), list(std)
         self.classes = list(classes) if classes is not None else None
         self.declared_num_classes = num_classes
@@ -160,7 +169,7 @@ class GlassBoxDataModule(pl.LightningDataModule):
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         return match_channels(
-            fit_images(images, self.image_size, self.padding), self.channels, self.name
+            fit_images(images, self.image_size, self.padding, self.resize), self.channels, self.name
         )
 
     def setup(self, stage: str | None = None) -> None:

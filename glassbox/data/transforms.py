@@ -9,9 +9,14 @@ import torch.nn.functional as F
 
 from glassbox.errors import ConfigError
 
+RESIZE_MODES = ("bilinear", "bicubic", "nearest", "area")
 
-def fit_images(images: torch.Tensor, image_size: int, padding: int) -> torch.Tensor:
-    """Resize (B, C, h, w) float images in [0, 1] to ``image_size - 2 * padding`` and zero-pad.
+
+def fit_images(
+    images: torch.Tensor, image_size: int, padding: int, mode: str = "bilinear"
+) -> torch.Tensor:
+    """Resize (B, C, h, w) float images in [0, 1] to ``image_size - 2 * padding`` with the
+    interpolation ``mode`` (one of :data:`RESIZE_MODES`) and zero-pad.
 
     Padding keeps the content inside the disc the image's rotations preserve, so rotated
     copies lose no ink at the corners.
@@ -23,8 +28,12 @@ def fit_images(images: torch.Tensor, image_size: int, padding: int) -> torch.Ten
             "increase data.image_size or decrease data.padding"
         )
     if images.shape[-2:] != (inner, inner):
+        smooth = mode in ("bilinear", "bicubic")
         images = F.interpolate(
-            images, size=(inner, inner), mode="bilinear", align_corners=False, antialias=True
+            images,
+            size=(inner, inner),
+            mode=mode,
+            **({"align_corners": False, "antialias": True} if smooth else {}),
         )
         images = images.clamp_(0.0, 1.0)
     if padding:
@@ -110,3 +119,14 @@ def is_exact_angle(angle: float) -> bool:
     return math.isclose(angle % 90.0, 0.0, abs_tol=1e-9) or math.isclose(
         angle % 90.0, 90.0, abs_tol=1e-9
     )
+
+
+def mean_over_turn(values: dict[float, float]) -> float:
+    """Mean of per-angle values over one full turn: angles equal modulo 360° count once (0° and
+    360° are the same test set), so a sweep 0, 15, ..., 360 averages 24 distinct angles."""
+    distinct: dict[float, float] = {}
+    for angle, value in values.items():
+        distinct.setdefault(round(float(angle) % 360.0, 9), float(value))
+    if not distinct:
+        raise ValueError("mean_over_turn needs at least one angle")
+    return sum(distinct.values()) / len(distinct)

@@ -10,6 +10,7 @@ from e2cnn import nn as enn
 from glassbox.errors import ConfigError
 
 GSPACES = ("rot", "fliprot")
+POOLINGS = ("max", "max_antialiased", "avg")
 
 # e2cnn's generalized He init costs seconds for wide layers; the variances depend only on the
 # layer's signature, so compute them once per process.
@@ -33,6 +34,7 @@ def he_init_cached(conv: enn.R2Conv) -> None:
         tuple(r.name for r in conv.in_type.representations),
         tuple(r.name for r in conv.out_type.representations),
         conv.kernel_size,
+        conv.basisexpansion.dimension(),  # the basis options change the basis
     )
     if key not in _HE_VARIANCES:
         _HE_VARIANCES[key] = _generalized_he_init_variances(conv.basisexpansion)
@@ -40,21 +42,62 @@ def he_init_cached(conv: enn.R2Conv) -> None:
         conv.weights.copy_(_HE_VARIANCES[key] * torch.randn_like(conv.weights))
 
 
-def conv_block(in_type, out_type, kernel_size: int, pool: bool) -> enn.SequentialModule:
-    """R2Conv → InnerBatchNorm → ReLU (→ 2×2 max pool). Stride 1 and 'same' padding keep the
-    block exactly equivariant to 90° rotations on even-sized maps."""
+def pooling_layer(ftype, pooling: str, sigma: float = 0.6) -> enn.EquivariantModule:
+    """A 2×2, stride-2 pooling of ``ftype``'s fields that keeps the block exactly equivariant to
+    90° rotations on even-sized maps.
+
+    ``max`` and ``avg`` pool 2×2 windows; ``max_antialiased`` (Zhang, "Making convolutional
+    networks shift-invariant again", ICML 2019) takes a stride-1 2×2 max, then blurs with a
+    Gaussian of std ``sigma`` and subsamples, which lowers the aliasing that breaks
+    equivariance to rotations between multiples of 90°. (e2cnn's anti-aliased *average*
+    pooling subsamples a grid that rot90 does not map onto itself, so it is not offered.)
+    """
+    if pooling == "max":
+        return enn.PointwiseMaxPool(ftype, kernel_size=2, stride=2)
+    if pooling == "max_antialiased":
+        return enn.PointwiseMaxPoolAntialiased(ftype, kernel_size=2, stride=2, sigma=sigma)
+    if pooling == "avg":
+        return enn.PointwiseAvgPool(ftype, kernel_size=2, stride=2)
+    raise ConfigError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+
+
+def conv_block(
+    in_type,
+    out_type,
+    kernel_size: int,
+    pool: bool,
+    pooling: str = "max",
+    frequencies_cutoff: float | None = None,
+    maximum_offset: int | None = None,
+) -> enn.SequentialModule:
+    """R2Conv → InnerBatchNorm → ReLU (→ 2×2 pooling). Stride 1 and 'same' padding keep the
+    block exactly equivariant to 90° rotations on even-sized maps.
+
+    ``frequencies_cutoff`` and ``maximum_offset`` are e2cnn's filter-basis options (Weiler &
+    Cesa, NeurIPS 2019): the highest angular frequency per ring radius (``cutoff × radius``;
+    None: e2cnn's default policy) and how many aliased frequencies a finite group's basis
+    keeps (None: all the cutoff allows). Lower values give smoother filters, which stay closer
+    to equivariant under rotations the group does not contain.
+    """
     if kernel_size % 2 == 0:
         raise ConfigError(
             f"model.net.kernel_sizes has the even size {kernel_size}; use odd sizes (e.g. 3, 5, 7) so that "
             "'same' padding keeps the block exactly rotation-equivariant"
         )
     conv = enn.R2Conv(
-        in_type, out_type, kernel_size, padding=kernel_size // 2, bias=False, initialize=False
+        in_type,
+        out_type,
+        kernel_size,
+        padding=kernel_size // 2,
+        bias=False,
+        initialize=False,
+        frequencies_cutoff=None if frequencies_cutoff is None else float(frequencies_cutoff),
+        maximum_offset=maximum_offset,
     )
     he_init_cached(conv)
     layers = [conv, enn.InnerBatchNorm(out_type), enn.ReLU(out_type, inplace=True)]
     if pool:
-        layers.append(enn.PointwiseMaxPool(out_type, kernel_size=2, stride=2))
+        layers.append(pooling_layer(out_type, pooling))
     return enn.SequentialModule(*layers)
 
 

@@ -12,7 +12,12 @@ from e2cnn import nn as enn
 from torch import nn
 
 from glassbox.errors import ConfigError
-from glassbox.models.equivariant import conv_block, install_mode_independent_state, make_gspace
+from glassbox.models.equivariant import (
+    POOLINGS,
+    conv_block,
+    install_mode_independent_state,
+    make_gspace,
+)
 from glassbox.models.reduction import Reduction
 
 
@@ -53,7 +58,7 @@ class _Features(nn.Module):
 class GlassBoxNet(nn.Module):
     """Glass-box CNN: e2cnn representation layer, dimension reduction, classifier.
 
-    The representation is a stack of ``R2Conv → InnerBatchNorm → ReLU (→ max pool)`` blocks on
+    The representation is a stack of ``R2Conv → InnerBatchNorm → ReLU (→ 2×2 pool)`` blocks on
     regular fields of ``gspace`` (``rot``: C_N, ``fliprot``: D_N). Its output has an invariant
     part (``GroupPooling`` + spatial average) and an equivariant part (the regular fields
     spatially averaged: rotating the input by 2πk/N cyclically shifts the group axis by k).
@@ -72,6 +77,9 @@ class GlassBoxNet(nn.Module):
         widths: Sequence[int] = (8, 16, 32),
         kernel_sizes: Sequence[int] = (5, 5, 5),
         pool_after: Sequence[bool] = (True, True, False),
+        pooling: str = "max",
+        frequencies_cutoff: float | None = None,
+        maximum_offset: int | None = None,
         reduction: str = "pca",
         reduced_dim: int = 16,
         reduction_trainable: bool = False,
@@ -92,6 +100,15 @@ class GlassBoxNet(nn.Module):
                 f"divisible by {2 ** max(n_pools, 1)} so that 90° rotations map the pixel grid onto itself; "
                 "change data.image_size (and data.padding) or model.net.pool_after"
             )
+        if pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+        if frequencies_cutoff is not None and not frequencies_cutoff > 0:
+            raise ConfigError(
+                f"frequencies_cutoff={frequencies_cutoff} must be positive (highest frequency = cutoff × "
+                "radius), or null for e2cnn's default policy"
+            )
+        if maximum_offset is not None and maximum_offset < 0:
+            raise ConfigError(f"maximum_offset={maximum_offset} must be >= 0, or null (no limit)")
         if num_classes < 2:
             raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
@@ -101,7 +118,9 @@ class GlassBoxNet(nn.Module):
         blocks, ftype = OrderedDict(), self.in_type
         for i, (w, k, p) in enumerate(zip(widths, kernel_sizes, pool_after), start=1):
             out = enn.FieldType(self.gspace, w * [self.gspace.regular_repr])
-            blocks[f"block{i}"] = conv_block(ftype, out, k, bool(p))
+            blocks[f"block{i}"] = conv_block(
+                ftype, out, k, bool(p), pooling, frequencies_cutoff, maximum_offset
+            )
             ftype = out
         self.representation = enn.SequentialModule(blocks)
         self.group_pool = enn.GroupPooling(ftype)

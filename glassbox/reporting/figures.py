@@ -227,13 +227,26 @@ def plot_accuracy_vs_angle(
     curves: pd.DataFrame, path: str | Path | None = None, metric: str = "acc"
 ) -> Figure | Path:
     """Mean ± std band per group against the rotation angle (``curves``: the long table
-    ``group, angle, mean, std, n`` of :func:`glassbox.reporting.sweep.angle_curves`)."""
-    fig = Figure(figsize=(7, 4.2))
+    ``group, angle, mean, std, n`` of :func:`glassbox.reporting.sweep.angle_curves`).
+
+    Each legend entry gives the group's mean over one full turn (angles equal modulo 360°
+    counted once); the legend sits outside the axes so it never hides a curve; dotted lines
+    mark the multiples of 90°, the only angles the pixel grid represents exactly (the others
+    are interpolated)."""
+    from glassbox.data.transforms import mean_over_turn
+
+    fig = Figure(figsize=(8.5, 4.2))
     ax = fig.subplots()
+    lo, hi = curves["angle"].min(), curves["angle"].max()
+    for a in range(0, 361, 90):
+        if lo <= a <= hi:
+            ax.axvline(a, color="0.55", lw=0.8, ls=":", zorder=0)
     for group, g in curves.groupby("group", sort=False):
         g = g.sort_values("angle")
         n = int(g["n"].iloc[0])
-        (line,) = ax.plot(g["angle"], g["mean"], marker="o", ms=3, label=f"{group} (n={n})")
+        turn = mean_over_turn(dict(zip(g["angle"], g["mean"])))
+        label = f"{group} (n={n}): mean {turn:.3f}"
+        (line,) = ax.plot(g["angle"], g["mean"], marker="o", ms=3, label=label)
         ax.fill_between(
             g["angle"],
             g["mean"] - g["std"],
@@ -241,14 +254,20 @@ def plot_accuracy_vs_angle(
             color=line.get_color(),
             alpha=0.2,
         )
-    lo, hi = curves["angle"].min(), curves["angle"].max()
     ax.set_xticks(
         [a for a in range(0, 361, 45) if lo <= a <= hi] or sorted(curves["angle"].unique())
     )
-    ax.set_xlabel("rotation of the test images (degrees)")
+    ax.set_xlabel("rotation of the test images (degrees; dotted: exact on the pixel grid)")
     ax.set_ylabel(f"test {metric}")
-    ax.set_title(f"test {metric} against rotation angle (mean ± std over seeds)")
+    ax.set_title(f"test {metric} against rotation angle (mean ± std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        title="mean over angles",
+        title_fontsize=7,
+    )
     fig.tight_layout()
     return save_figure(fig, path)

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from glassbox.data.transforms import mean_over_turn
 from glassbox.errors import ConfigError
 from glassbox.reporting.figures import plot_accuracy_vs_angle
 from glassbox.reporting.tables import markdown_table
@@ -127,8 +128,11 @@ def collect(sweep_dirs: Sequence[str | Path]) -> pd.DataFrame:
         )
     df = pd.DataFrame(rows)
     angles = angle_columns(df.columns, "acc")
-    if angles:
-        df["test_rot_mean/acc"] = df[list(angles.values())].mean(axis=1)
+    if angles and "test_rot_mean/acc" not in df.columns:  # jobs written before the metric existed
+        df["test_rot_mean/acc"] = df[list(angles.values())].apply(
+            lambda r: mean_over_turn(dict(zip(angles, r))) if r.notna().all() else float("nan"),
+            axis=1,
+        )
     return df
 
 
