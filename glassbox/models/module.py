@@ -136,10 +136,8 @@ class ClassificationModule(pl.LightningModule):
                 max_epochs,
             )
             return None
-        strategy = trainer.strategy
-        ddp_kwargs = getattr(
-            strategy, "_ddp_kwargs", None
-        )  # DDPStrategy's DistributedDataParallel kwargs
+        # DDPStrategy keeps its DistributedDataParallel arguments here
+        ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
         if (
             trainer.world_size > 1
             and ddp_kwargs is not None
@@ -230,9 +228,11 @@ class ClassificationModule(pl.LightningModule):
         for logger in self.loggers:
             logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
         log.info(
-            "PCA reduction refitted at the start of epoch %d on the trained representation "
-            "(variance kept %.4f, was %.4f at fit start); the representation is frozen from now on",
+            "PCA reduction refitted at the start of epoch %d on the trained representation: %d "
+            "components keep %.4f of its variance (the fit-start PCA kept %.4f of the untrained "
+            "one's); the representation is frozen from now on",
             self.current_epoch,
+            reduction.kept_dim,
             kept,
             before,
         )
