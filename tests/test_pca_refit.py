@@ -217,3 +217,11 @@ def test_schedule_edges(caplog):
     trainer.fit(linear, datamodule=dm)
     assert not any("pca/" in k for h in trainer.logger.history for k in h)
     assert all(p.requires_grad for p in linear.net.parameters())
+
+
+def test_a_checkpoint_from_before_the_refit_schedule_loads_as_never_refitted():
+    net = GlassBoxNet(**TINY)
+    old = {k: v for k, v in net.state_dict().items() if k != "reduction.refit_epoch"}
+    net.reduction.refit_epoch.fill_(3)
+    net.load_state_dict(old, strict=True)
+    assert int(net.reduction.refit_epoch) == -1 and not net.reduction.refitted
