@@ -97,7 +97,10 @@ def test_data_and_model_schema_keys_are_constructor_arguments():
     assert _fields(schemas.DataConfig) <= _params(GlassBoxDataModule)
     model = _fields(schemas.ModelConfig)
     assert model <= _params(ClassificationModule)
-    assert _params(ClassificationModule) - model == {"pca_fit_samples"}  # documented: add with +
+    assert _params(ClassificationModule) - model == {"pca_fit_samples", "pca_refit_fraction"}
+    # pca_fit_samples: documented, add with +; the PCA refit only concerns the glass-box net
+    assert _fields(schemas.GlassBoxModelConfig) - model == {"pca_refit_fraction"}
+    assert _fields(schemas.GlassBoxModelConfig) <= _params(ClassificationModule)
 
 
 def test_every_schema_key_has_a_meaning():

@@ -191,3 +191,15 @@ def test_pca_variance_threshold_keeps_fewest_components():
     assert z.shape == (400, 5) and z[:, 2:].abs().max() == 0 and z[:, :2].abs().max() > 1
     with pytest.raises(ConfigError, match="variance_threshold"):
         Reduction(6, 3, "linear", variance_threshold=0.9)
+
+
+def test_rebuilt_eval_caches_are_plain_constants():
+    from glassbox.models.equivariant import rebuild_eval_caches
+
+    net = GlassBoxNet(group_order=4, **SMALL)
+    with torch.inference_mode():
+        net.eval()  # as in Lightning's validation loop: the caches are inference tensors
+    rebuild_eval_caches(net)
+    filters = [m.filter for m in net.modules() if hasattr(m, "filter")]
+    assert len(filters) == 3
+    assert all(not f.is_inference() and f.grad_fn is None and not f.requires_grad for f in filters)

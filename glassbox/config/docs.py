@@ -52,6 +52,14 @@ SECTIONS: list[tuple[str, Any, str, list[str], str, set[str]]] = [
         "model",
         {"net", "optimizer", "scheduler"},
     ),
+    (
+        "`model` keys of `model=glassbox` only",
+        schemas.GlassBoxModelConfig,
+        "train",
+        [],
+        "model",
+        {f.name for f in dataclasses.fields(schemas.ModelConfig)},
+    ),
     ("`model.net` of `model=glassbox`", schemas.GlassBoxNetConfig, "train", [], "model.net", set()),
     (
         "`model.net` of `model=alexnet`",
@@ -221,6 +229,7 @@ def generate() -> str:
         "add the argument (with a type hint and an `Args:` line in the docstring) and the key "
         "exists.",
     ]
+    listed: set[str] = set()
     for title, schema, config_name, overrides, path, skip in SECTIONS:
         doc = " ".join((schema.__doc__ or "").split())
         out += [
@@ -232,7 +241,8 @@ def generate() -> str:
             *_table(schema, node_of(config_name, overrides, path), skip),
         ]
         group = path.split(".")[0] if path else ""
-        if path in ("data", "model", "trainer"):
+        if path in ("data", "model", "trainer") and path not in listed:
+            listed.add(path)  # a group's options once, after its first section
             out += ["", "Options:", "", *_options(group)]
     for name, schema in schemas.analysis_callbacks().items():
         node = node_of("train", [ANALYSIS], f"callbacks.{name}")

@@ -190,8 +190,8 @@ class GlassBoxNetConfig:
         "non_negative",
     )
     reduction: Reduction = key(
-        "dimension reduction: pca (fitted on the training representations at fit start) or "
-        "linear (learned)",
+        "dimension reduction: pca (fitted on the training representations at fit start, refitted "
+        "on the trained ones at model.pca_refit_fraction) or linear (learned)",
         Reduction.pca,
     )
     reduced_dim: int = key("dimensions after the reduction", 16, "positive")
@@ -267,6 +267,13 @@ class GlassBoxModelConfig(ModelConfig):
     """``glassbox.models.module.ClassificationModule`` with the glass-box net."""
 
     net: GlassBoxNetConfig = key("the glass-box net", default_factory=GlassBoxNetConfig)
+    pca_refit_fraction: float | None = key(
+        "pca: at the start of epoch round(f·trainer.max_epochs) (clamped to 1..max_epochs-1) refit "
+        "the PCA on the trained representation, then freeze the representation (and its "
+        "BatchNorm statistics) and fine-tune the classifier; null: fit once at fit start only",
+        0.8,
+        "open_fraction",
+    )
 
 
 @dataclass

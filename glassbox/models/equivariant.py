@@ -152,7 +152,9 @@ def rebuild_eval_caches(module: torch.nn.Module) -> None:
     filters are inference tensors that autograd refuses (Grad-CAM, Lie derivatives). They are
     a pure function of the weights, so recomputing them changes no output.
     """
-    with torch.no_grad(), torch.inference_mode(False):
+    # inference_mode(False) turns autograd back on: no_grad must come second, or the caches
+    # would hold a graph back to the weights
+    with torch.inference_mode(False), torch.no_grad():
         for _, conv in _r2convs(module):
             if not conv.training:
                 conv.train(True)

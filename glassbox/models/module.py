@@ -16,7 +16,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from glassbox.errors import NonFiniteLossError
+from glassbox.errors import ConfigError, NonFiniteLossError
+from glassbox.models.reduction import refit_epoch_for
 from glassbox.runtime.devices import full_precision
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,18 @@ class ClassificationModule(pl.LightningModule):
         scheduler: optional partial taking ``optimizer``; stepped per epoch on ``monitor``.
         num_classes: number of classes (from the data config).
         name: the model's config name (``glassbox``, ``alexnet``), stored in checkpoints.
-        pca_fit_samples: cap on training images used to fit a PCA reduction at fit start.
+        pca_fit_samples: cap on training images used to fit a PCA reduction (at fit start, and
+            again at the refit).
+        pca_refit_fraction: a PCA reduction is fitted at fit start on the untrained
+            representation; at the start of epoch ``round(f · max_epochs)`` (clamped to
+            ``1 .. max_epochs - 1``) it is refitted on the trained representation, the
+            classifier's first layer is re-expressed in the new basis, and from then on the
+            representation is frozen (parameters and BatchNorm statistics: eval mode) while the
+            reduction (if trainable) and the classifier are fine-tuned. So the final reduction
+            is the PCA of the final representation. ``None``: no refit (the representation
+            trains to the end under the fit-start PCA). Ignored without a PCA reduction; with
+            ``max_epochs < 2`` (e.g. ``fast_dev_run``) there is no room for a second stage and
+            the refit is skipped with a log line.
     """
 
     def __init__(
@@ -46,6 +58,7 @@ class ClassificationModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         monitor: str = "val/loss",
         pca_fit_samples: int = 4096,
+        pca_refit_fraction: float | None = 0.8,
     ) -> None:
         super().__init__()
         # The net is not a hyperparameter: e2cnn modules do not pickle, and the Hydra config
@@ -54,6 +67,14 @@ class ClassificationModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.name = name
         self.num_classes, self.monitor, self.pca_fit_samples = num_classes, monitor, pca_fit_samples
+        if pca_refit_fraction is not None and not 0.0 < pca_refit_fraction < 1.0:
+            raise ConfigError(
+                f"model.pca_refit_fraction={pca_refit_fraction} must be a fraction of "
+                "trainer.max_epochs in (0, 1), e.g. 0.8, or null for no refit"
+            )
+        self.pca_refit_fraction = pca_refit_fraction
+        self._scheduled_refit: int | None = None  # the refit epoch of this fit (on_fit_start)
+        self._freeze_by_discarding = False  # DDP: frozen parameters keep gradients (discarded)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         metrics = MetricCollection(
             {
@@ -85,16 +106,140 @@ class ClassificationModule(pl.LightningModule):
         )
         if hasattr(self.net, "parameter_counts"):
             counts.update({f"params/{k}": v for k, v in self.net.parameter_counts().items()})
-        reduction = getattr(self.net, "reduction", None)
-        if getattr(reduction, "needs_fit", False):
+        reduction = self._pca_reduction()
+        self._scheduled_refit = self._refit_schedule(reduction)
+        if reduction is not None and reduction.needs_fit:
             counts["pca/variance_kept"] = self._fit_pca(reduction)
             counts["pca/kept_dim"] = reduction.kept_dim
         for logger in self.loggers:
             logger.log_metrics({k: float(v) for k, v in counts.items()}, step=0)
         log.info("parameters: %s", counts)
 
+    def _pca_reduction(self):
+        reduction = getattr(self.net, "reduction", None)
+        return reduction if getattr(reduction, "mode", None) == "pca" else None
+
+    def _refit_schedule(self, reduction) -> int | None:
+        """The epoch at whose start this fit refits the PCA, or None (see ``pca_refit_fraction``)."""
+        trainer = self.trainer
+        # DDPStrategy keeps its DistributedDataParallel arguments here. DDP without
+        # find_unused_parameters expects a gradient for every parameter it wrapped: there the
+        # representation stays in the graph and its gradients are discarded before each step
+        # (same result, without stage 2's saving of the backward pass through it).
+        ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
+        self._freeze_by_discarding = bool(
+            trainer.world_size > 1
+            and ddp_kwargs is not None
+            and not ddp_kwargs.get("find_unused_parameters", False)
+        )
+        if reduction is None or self.pca_refit_fraction is None or reduction.refitted:
+            return None
+        max_epochs = trainer.max_epochs
+        if max_epochs is None or max_epochs < 0:
+            raise ConfigError(
+                f"model.pca_refit_fraction={self.pca_refit_fraction} is a fraction of trainer.max_epochs, "
+                f"which is unbounded ({max_epochs}); set trainer.max_epochs, or model.pca_refit_fraction=null"
+            )
+        if trainer.fast_dev_run or max_epochs < 2:
+            log.info(
+                "PCA refit skipped: trainer.max_epochs=%s leaves no epoch for a second stage "
+                "(the reduction stays the PCA of the representation at fit start)",
+                max_epochs,
+            )
+            return None
+        return refit_epoch_for(self.pca_refit_fraction, max_epochs)
+
+    def on_train_epoch_start(self) -> None:
+        reduction = self._pca_reduction()
+        if (
+            reduction is not None
+            and self._scheduled_refit is not None
+            and not reduction.refitted
+            and self.current_epoch >= self._scheduled_refit
+        ):
+            self._refit_pca(reduction)
+        self._keep_frozen()
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._keep_frozen()  # a callback may have put the net back in train mode
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._representation_frozen():
+            for p in self._frozen_parameters():
+                p.grad = None  # optimizers skip parameters without a gradient (no weight decay)
+
+    def on_train_end(self) -> None:
+        reduction = self._pca_reduction()
+        if self._scheduled_refit is not None and reduction is not None and not reduction.refitted:
+            log.warning(
+                "training stopped at epoch %d, before the PCA refit scheduled at epoch %d (early "
+                "stopping, max_steps or max_time?): the reduction is still the PCA of the "
+                "representation at fit start; lower model.pca_refit_fraction",
+                self.current_epoch,
+                self._scheduled_refit,
+            )
+
+    # ----------------------------------------------------------------- the PCA refit
+    def _representation_parts(self) -> list[nn.Module]:
+        """The net's modules before the reduction: everything but ``reduction`` and ``classifier``."""
+        return [m for n, m in self.net.named_children() if n not in ("reduction", "classifier")]
+
+    def _frozen_parameters(self):
+        return [p for m in self._representation_parts() for p in m.parameters()]
+
+    def _representation_frozen(self) -> bool:
+        reduction = self._pca_reduction()
+        return reduction is not None and reduction.refitted
+
+    def _keep_frozen(self) -> None:
+        """After the refit: representation parameters without gradients, its modules (BatchNorm
+        statistics, e2cnn's expanded filters) in eval mode. Derived from the ``refit_epoch``
+        buffer, so a run resumed in the second stage is frozen as well."""
+        if not self._representation_frozen():
+            return
+        for part in self._representation_parts():
+            if not self._freeze_by_discarding:
+                for p in part.parameters():
+                    p.requires_grad_(False)
+            if any(m.training for m in part.modules()):
+                # e2cnn caches its expanded filters in eval(): outside inference mode, and
+                # without autograd (inference_mode(False) re-enables grad, so no_grad comes second)
+                with torch.inference_mode(False), torch.no_grad():
+                    part.eval()
+
+    def _refit_pca(self, reduction) -> None:
+        classifier = getattr(self.net, "classifier", None)
+        first = None
+        if classifier is not None:
+            first = next((m for m in classifier.modules() if isinstance(m, nn.Linear)), None)
+        before = reduction.variance_kept
+        kept = self._fit_pca(reduction, carry=first, refit=True)
+        reduction.refit_epoch.fill_(self.current_epoch)
+        # the optimizer's moments of the re-expressed layers refer to the old basis: restart them
+        changed = [*reduction.parameters(), *(first.parameters() if first is not None else ())]
+        for optimizer in self.trainer.optimizers:
+            for p in changed:
+                optimizer.state.pop(p, None)
+        self._keep_frozen()
+        metrics = {
+            "pca/variance_kept": kept,
+            "pca/kept_dim": reduction.kept_dim,
+            "pca/refit_epoch": self.current_epoch,
+        }
+        for logger in self.loggers:
+            logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
+        log.info(
+            "PCA reduction refitted at the start of epoch %d on the trained representation: %d "
+            "components keep %.4f of its variance (the fit-start PCA kept %.4f of the untrained "
+            "one's); the representation is frozen from now on",
+            self.current_epoch,
+            reduction.kept_dim,
+            kept,
+            before,
+        )
+
     @torch.no_grad()
-    def _fit_pca(self, reduction) -> float:
+    def _fit_pca(self, reduction, carry: nn.Linear | None = None, refit: bool = False) -> float:
         dm = self.trainer.datamodule
         images, _ = dm.tensors("train")
         images = images[
@@ -111,14 +256,15 @@ class ClassificationModule(pl.LightningModule):
                 [self.net.layers(b.to(self.device, dtype)).invariant for b in images.split(256)]
             )
         self.net.train(was_training)
-        reduction.fit(feats)
+        reduction.fit(feats, carry=carry)
         kept = reduction.variance_kept
-        log.info(
-            "PCA reduction fitted on %d training representations: %d components keep %.1f%% of the variance",
-            len(feats),
-            reduction.kept_dim,
-            100 * kept,
-        )
+        if not refit:
+            log.info(
+                "PCA reduction fitted on %d training representations: %d components keep %.1f%% of the variance",
+                len(feats),
+                reduction.kept_dim,
+                100 * kept,
+            )
         return kept
 
     # ----------------------------------------------------------------- steps

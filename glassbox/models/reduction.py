@@ -19,7 +19,9 @@ class Reduction(nn.Module):
         ``pca``: the map is set by :meth:`fit` to the top principal components of the training
             representations (projection onto them, centred), then frozen (``trainable=False``)
             or fine-tuned (``trainable=True``). ``fitted`` is a buffer, so a resumed or loaded
-            model is not re-fitted.
+            model is not re-fitted. ``refit_epoch`` (a buffer, -1 until then) records the training
+            epoch at whose start the map was refitted on the trained representation (see
+            ``ClassificationModule``'s ``pca_refit_fraction``).
 
     ``variance_threshold`` (pca only): keep the fewest leading components that explain at least
     this fraction of the variance (at most ``out_dim``); the remaining outputs are masked to zero,
@@ -55,6 +57,8 @@ class Reduction(nn.Module):
         self.register_buffer("fitted", torch.tensor(mode != "pca"))
         self.register_buffer("explained_variance_ratio", torch.zeros(in_dim))
         self.register_buffer("mask", torch.ones(out_dim))
+        self.register_buffer("refit_epoch", torch.tensor(-1))
+        self._register_load_state_dict_pre_hook(_default_refit_epoch)
         if mode == "pca" and not trainable:
             self.linear.requires_grad_(False)
 
@@ -62,9 +66,20 @@ class Reduction(nn.Module):
     def needs_fit(self) -> bool:
         return self.mode == "pca" and not bool(self.fitted)
 
+    @property
+    def refitted(self) -> bool:
+        return int(self.refit_epoch) >= 0
+
     @torch.no_grad()
-    def fit(self, features: torch.Tensor) -> torch.Tensor:
+    def fit(self, features: torch.Tensor, carry: nn.Linear | None = None) -> torch.Tensor:
         """Set the map to PCA of ``features`` (N, in_dim); return the explained-variance ratios.
+
+        ``carry``: the layer that reads this one's output (the classifier's first ``nn.Linear``)
+        is re-expressed in the new basis, so that the composition changes as little as
+        possible: the old reduced features are, up to the variance the new components drop,
+        an affine function of the new ones (``x ≈ mean + Vᵀ y_new``, so ``y_old ≈ W_old Vᵀ
+        y_new + W_old mean + b_old``, which is also their least-squares regression on
+        ``y_new``), and ``carry`` absorbs that map.
 
         The fit runs on ``features``' device, in float64 (or the features' own dtype when it is
         wider), outside autocast, whatever the trainer's precision; the results are then copied
@@ -76,10 +91,48 @@ class Reduction(nn.Module):
         if features.shape[0] < 2:
             raise ConfigError("PCA needs at least two training samples")
         dtype = torch.promote_types(features.dtype, torch.float64)
+        if carry is not None and carry.in_features != self.linear.out_features:
+            raise ConfigError(
+                f"the layer after the reduction takes {carry.in_features} inputs, not the "
+                f"reduction's {self.linear.out_features}: pass the classifier's first nn.Linear"
+            )
         with full_precision():
-            return self._fit(features.to(dtype))
+            x = features.to(dtype)
+            old = None
+            if carry is not None:  # the current map, before the fit overwrites it
+                old = (
+                    self.linear.weight.to(dtype, copy=True),
+                    self.linear.bias.to(dtype, copy=True),
+                    self._out_mask().to(dtype, copy=True),
+                )
+            ratios, components, mean = self._fit(x)
+            if old is not None:
+                self._carry(carry, components, mean, *old)
+            return ratios
 
-    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+    def _out_mask(self) -> torch.Tensor:
+        return self.mask if self.variance_threshold is not None else torch.ones_like(self.mask)
+
+    def _carry(
+        self,
+        nxt: nn.Linear,
+        v: torch.Tensor,
+        mean: torch.Tensor,
+        w_old: torch.Tensor,
+        b_old: torch.Tensor,
+        m_old: torch.Tensor,
+    ) -> None:
+        # v (k, in): the new components, orthonormal rows (zero rows past the rank); mean (in,)
+        dtype = v.dtype
+        m_new = self._out_mask().to(dtype)
+        change = m_old[:, None] * (w_old @ v.T) * m_new[None, :]  # y_old ≈ change @ y_new + shift
+        shift = m_old * (w_old @ mean + b_old)
+        a = nxt.weight.to(dtype, copy=True)
+        nxt.weight.copy_((a @ change).to(nxt.weight))
+        if nxt.bias is not None:
+            nxt.bias.copy_((nxt.bias.to(dtype) + a @ shift).to(nxt.bias))
+
+    def _fit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean = x.mean(0)
         # Eigen-decomposition of the covariance: rows of V^T are the principal axes.
         _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
@@ -105,7 +158,7 @@ class Reduction(nn.Module):
 
             self.mask.zero_()[: min(k, choose_dim(ratios, self.variance_threshold))] = 1.0
         self.fitted.fill_(True)
-        return ratios
+        return ratios, components, mean
 
     @property
     def kept_dim(self) -> int:
@@ -122,3 +175,17 @@ class Reduction(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, trainable={self.trainable}"
+
+
+def _default_refit_epoch(state_dict, prefix, *args, **kwargs) -> None:
+    # checkpoints written before the refit schedule existed: never refitted
+    state_dict.setdefault(prefix + "refit_epoch", torch.tensor(-1))
+
+
+def refit_epoch_for(fraction: float, max_epochs: int) -> int:
+    """The epoch at whose start ``pca_refit_fraction`` refits the PCA: ``round(fraction ·
+    max_epochs)``, clamped to ``1 .. max_epochs - 1`` so that both stages get at least one epoch
+    (needs ``max_epochs >= 2``)."""
+    if max_epochs < 2:
+        raise ConfigError(f"a PCA refit needs trainer.max_epochs >= 2, got {max_epochs}")
+    return min(max(round(fraction * max_epochs), 1), max_epochs - 1)
