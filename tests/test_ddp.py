@@ -194,3 +194,19 @@ def test_ddp_inside_a_submitit_local_job(tmp_path):
     check_single_writer(sweep / "0")
     logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
     assert "[rank: 1]" in logs  # the second rank ran, and joined this job
+
+
+@pytest.mark.slow
+def test_pca_refit_under_plain_ddp(tmp_path):
+    """``strategy=ddp`` (no unused-parameter search, what ``trainer=gpu trainer.devices=4``
+    gives): after the refit the frozen representation runs in eval mode and its parameters take
+    no part in the loss; they get zero gradients instead of failing DDP's check."""
+    proc = run_script(
+        "train.py", *RUN, "trainer.devices=2", "trainer.strategy=ddp", "callbacks=default",
+        "callbacks.equivariance=null", f"hydra.run.dir={tmp_path}",
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "train.log").read_text()
+    assert log.count("PCA reduction refitted at the start of epoch 2") == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["test/acc"] >= 0.9

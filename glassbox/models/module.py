@@ -124,8 +124,8 @@ class ClassificationModule(pl.LightningModule):
         trainer = self.trainer
         # DDPStrategy keeps its DistributedDataParallel arguments here. DDP without
         # find_unused_parameters expects a gradient for every parameter it wrapped: there the
-        # representation stays in the graph and its gradients are discarded before each step
-        # (same result, without stage 2's saving of the backward pass through it).
+        # frozen parameters keep requires_grad and get zero gradients (see training_step),
+        # which are discarded before each step.
         ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
         self._freeze_by_discarding = bool(
             trainer.world_size > 1
@@ -285,6 +285,11 @@ class ClassificationModule(pl.LightningModule):
         self.train_metrics.update(logits.detach(), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        if self._freeze_by_discarding and self._representation_frozen():
+            # plain DDP wants a gradient for every parameter, but the frozen representation runs
+            # in eval mode (e2cnn's cached filters): a zero term gives its parameters zero
+            # gradients, which on_before_optimizer_step discards
+            loss = loss + 0.0 * sum(p.sum() for p in self._frozen_parameters())
         return loss
 
     def validation_step(self, batch, batch_idx: int):
