@@ -176,7 +176,7 @@ class GlassBoxNetConfig:
     pool_after: List[bool] = key("2×2 pooling after each block", [True, True, False])
     pooling: Pooling = key(
         "the 2×2 pooling: max, max_antialiased (stride-1 max, Gaussian blur, subsample) or avg",
-        Pooling.max,
+        Pooling.max_antialiased,
     )
     frequencies_cutoff: float | None = key(
         "e2cnn filter basis: highest angular frequency = cutoff × ring radius "

@@ -55,7 +55,10 @@ def pooling_layer(ftype, pooling: str, sigma: float = 0.6) -> enn.EquivariantMod
     if pooling == "max":
         return enn.PointwiseMaxPool(ftype, kernel_size=2, stride=2)
     if pooling == "max_antialiased":
-        return enn.PointwiseMaxPoolAntialiased(ftype, kernel_size=2, stride=2, sigma=sigma)
+        pool = enn.PointwiseMaxPoolAntialiased(ftype, kernel_size=2, stride=2, sigma=sigma)
+        # the Gaussian is a constant of sigma, not state: keep it out of checkpoints
+        pool.register_buffer("filter", pool.filter, persistent=False)
+        return pool
     if pooling == "avg":
         return enn.PointwiseAvgPool(ftype, kernel_size=2, stride=2)
     raise ConfigError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
@@ -99,6 +102,26 @@ def conv_block(
     if pool:
         layers.append(pooling_layer(out_type, pooling))
     return enn.SequentialModule(*layers)
+
+
+def plain_blur(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace e2cnn's exported ``FixedConv2D`` (the anti-aliasing blur, whose filter is a plain
+    attribute that ``.to(device)`` would not move) by the equivalent depthwise ``nn.Conv2d``."""
+    from e2cnn.nn.modules.pooling.pointwise_max import FixedConv2D
+
+    for name, child in module.named_children():
+        if isinstance(child, FixedConv2D):
+            f = child._filter
+            conv = torch.nn.Conv2d(
+                f.shape[0], f.shape[0], tuple(f.shape[-2:]), child._stride, child._pad,
+                groups=f.shape[0], bias=False,
+            )  # fmt: skip
+            conv.weight.data.copy_(f)
+            conv.requires_grad_(False)
+            setattr(module, name, conv.to(f.device).eval())
+        else:
+            plain_blur(child)
+    return module
 
 
 def _r2convs(module: torch.nn.Module, prefix: str = ""):

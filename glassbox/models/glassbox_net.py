@@ -17,6 +17,7 @@ from glassbox.models.equivariant import (
     conv_block,
     install_mode_independent_state,
     make_gspace,
+    plain_blur,
 )
 from glassbox.models.reduction import Reduction
 
@@ -64,7 +65,9 @@ class GlassBoxNet(nn.Module):
     spatially averaged: rotating the input by 2πk/N cyclically shifts the group axis by k).
     In eval mode the invariant part and the logits are invariant to 90° rotations up to float
     round-off (for N a multiple of 4): stride-1 'same' convolutions and 2×2 pooling on even
-    sizes map the pixel grid onto itself under rot90.
+    sizes map the pixel grid onto itself under rot90. The pooling is anti-aliased by default
+    (``pooling="max_antialiased"``): it keeps that exactness and loses less accuracy at the
+    angles in between, which the pixel grid only interpolates.
     """
 
     def __init__(
@@ -77,7 +80,7 @@ class GlassBoxNet(nn.Module):
         widths: Sequence[int] = (8, 16, 32),
         kernel_sizes: Sequence[int] = (5, 5, 5),
         pool_after: Sequence[bool] = (True, True, False),
-        pooling: str = "max",
+        pooling: str = "max_antialiased",
         frequencies_cutoff: float | None = None,
         maximum_offset: int | None = None,
         reduction: str = "pca",
@@ -186,8 +189,8 @@ class GlassBoxNet(nn.Module):
 
     @torch.no_grad()
     def export(self) -> nn.Sequential:
-        """Plain torch modules (Conv2d, BatchNorm2d, ReLU, MaxPool2d, channel max-pool) with the
-        same outputs, for fast inference. Exports from an eval-mode copy; this net is unchanged."""
+        """Plain torch modules (Conv2d, BatchNorm2d, ReLU, MaxPool2d/AvgPool2d, a depthwise blur
+        Conv2d for anti-aliased pooling, channel max-pool) with the same outputs, for fast inference. Exports from an eval-mode copy; this net is unchanged."""
         import copy
 
         # e2cnn's eval-mode filter buffers are non-leaf tensors that deepcopy refuses: copy in train mode.
@@ -197,7 +200,7 @@ class GlassBoxNet(nn.Module):
         self.train(was_training)
         return nn.Sequential(
             OrderedDict(
-                representation=net.representation.export(),
+                representation=plain_blur(net.representation.export()),
                 group_pool=net.group_pool.export(),
                 pool=net.pool,
                 flatten=net.flatten,
