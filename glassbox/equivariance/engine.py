@@ -36,6 +36,7 @@ import torch
 
 from glassbox.equivariance.actions import FibreAction
 from glassbox.equivariance.groups import GroupElement, pixel_permutation, transform_grid
+from glassbox.equivariance.measures import fit_channel_map
 
 Value = tuple[GroupElement, str, torch.Tensor]
 
@@ -48,21 +49,6 @@ def _rel(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 def _norms(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """‖t[e]‖ for every element e (leading axis)."""
     return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1, out=out)
-
-
-def solve_ridge(gram: torch.Tensor, crosses: torch.Tensor, ridge: float) -> torch.Tensor:
-    """W_e = (G + λI)⁻¹ (K_e + λI) for a batch of K_e (E, C, C), in float64, one solve.
-
-    The ridge pulls each map towards the identity (see
-    :func:`~glassbox.equivariance.measures.fit_channel_map`); λ = ``ridge`` × mean diag G.
-    """
-    g = gram.double()
-    e, c, _ = crosses.shape
-    lam = ridge * torch.clamp(torch.diagonal(g).mean(), min=torch.finfo(torch.float64).tiny)
-    eye = torch.eye(c, dtype=g.dtype, device=g.device)
-    rhs = crosses.double().permute(1, 0, 2).reshape(c, e * c) + lam * eye.repeat(1, e)
-    w = torch.linalg.solve(g + lam * eye, rhs)
-    return w.reshape(c, e, c).permute(1, 0, 2).to(crosses.dtype)
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,11 +200,11 @@ def measure_layer(
             else:
                 num = torch.linalg.vector_norm(yg - action(xg))
                 out.append((el, "equivariance", _rel(num, ref)))
-        if "best_fit" in want:
-            x = xg.transpose(0, 1).reshape(c, cols)
+        if "best_fit" in want:  # an affine map: a constant-1 row makes the intercept
+            x = torch.cat([xg.transpose(0, 1).reshape(c, cols), xg.new_ones(1, cols)])
             y = yg.transpose(0, 1).reshape(c, cols)
             x_fit, y_fit = x[:, :split], y[:, :split]
-            weights = solve_ridge(x_fit @ x_fit.T, (x_fit @ y_fit.T)[None], ridge)[0]
+            weights = fit_channel_map(x_fit @ x_fit.T, x_fit @ y_fit.T, ridge)
             resid = y[:, split:] - weights.T @ x[:, split:]
             out.append((el, "best_fit", _rel(torch.linalg.vector_norm(resid), test_ref)))
     return out, notes
@@ -284,9 +270,9 @@ def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, n
         )
     }
     gram = cross = weights = None
-    if fit and e:
-        gram = torch.zeros(c, c, dtype=feats.dtype, device=feats.device)
-        cross = torch.zeros(e, c, c, dtype=feats.dtype, device=feats.device)
+    if fit and e:  # products of [S_g φ(x); 1]: the constant row makes the fitted map affine
+        gram = torch.zeros(c + 1, c + 1, dtype=feats.dtype, device=feats.device)
+        cross = torch.zeros(e, c + 1, c, dtype=feats.dtype, device=feats.device)
     for r, (s, t) in enumerate(bounds):
         n = t - s
         cols = n * hw
@@ -298,7 +284,10 @@ def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, n
         z0, z_all = z[0], z[1:]
         torch.linalg.vector_norm(z0, out=rows["ref"][r, 0])
         if e:
-            xs = ws.get("xs", (e, c, cols), like)  # S_g φ(x): a column gather per element
+            # [S_g φ(x); 1]: a column gather per element, and a constant row for the intercept
+            xs1 = ws.get("xs", (e, c + 1, cols), like)
+            xs = xs1[:, :c]
+            xs1[:, c].fill_(1)
             for j, i in enumerate(exact_idx):
                 torch.index_select(z0, 1, _columns(n, h, w, elements[i], str(z.device)), out=xs[j])
             ys = z_all if e == m else z_all[exact_idx]
@@ -311,14 +300,14 @@ def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, n
                     else:
                         torch.mm(action.matrix, xs[j], out=pred[q])
                 _norms(pred.sub_(ys if len(keep) == e else ys[keep]), out=rows["equivariance"][r])
-            if fit and s < n_fit:  # Y ≈ Wᵀ X, X = S_g φ(x) and Y = φ(g·x) as (C, columns)
-                gram.addmm_(z0, z0.T)
-                cross.baddbmm_(xs, ys.transpose(1, 2))
+            if fit and s < n_fit:  # Y ≈ Wᵀ X + b, X = S_g φ(x) and Y = φ(g·x) as (C, columns)
+                gram.addmm_(xs1[0], xs1[0].T)  # a pixel permutation leaves the Gram unchanged
+                cross.baddbmm_(xs1, ys.transpose(1, 2))
             elif fit:
                 if weights is None:
-                    weights = solve_ridge(gram, cross, ridge).transpose(1, 2)
+                    weights = fit_channel_map(gram, cross, ridge).transpose(1, 2)
                 pred = ws.get("pred", (e, c, cols), like)
-                torch.bmm(weights, xs, out=pred)
+                torch.bmm(weights, xs1, out=pred)
                 _norms(pred.sub_(ys), out=rows["best_fit"][r])
             if spatial:  # φ(g·x) − S_g φ(x), written over S_g φ(x)
                 _norms(torch.sub(ys, xs, out=xs), out=rows["spatial"][r])
