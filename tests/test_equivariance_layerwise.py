@@ -20,11 +20,13 @@ from glassbox.equivariance import (
     best_fit_error,
     default_layers,
     equivariance_error,
+    equivariance_result,
     get_group,
     invariance_error,
     measure_layerwise,
     rotate_interpolated,
     spatial_error,
+    summary_table,
     transform_images,
 )
 
@@ -309,14 +311,36 @@ def test_lie_derivative_matches_finite_differences():
     assert rec.value > 0.05
 
 
-def test_lie_derivative_of_an_invariant_head_is_small(c4net, images):
+def test_lie_derivative_is_not_applicable_on_regular_fields_of_a_discrete_group(c4net, images):
     records = measure_layerwise(c4net, images, "SO2")
     assert {r.measure for r in records} == {"lie_derivative"}
     assert [r.layer for r in records] == default_layers(c4net)
     value = {r.layer: r.value for r in records}
-    # global pooling of invariant maps: much smaller than the regular fields themselves
-    assert value["pool"] < 0.5 * value["representation.0"]
-    assert all(math.isfinite(v) for v in value.values())
+    note = {r.layer: r.note for r in records}
+    # regular fields of C4: no rotation by a small angle acts on them, so no number (no
+    # spatial-only stand-in) and the reason
+    for layer in ("representation.0", "representation.1"):
+        assert math.isnan(value[layer]), layer
+        assert note[layer] == (
+            "lie_derivative n/a: regular fields of C4: a discrete group has no continuous "
+            "rotation to act on them"
+        )
+    # trivial fields (group pooling), the pooled vector and the invariant logits: a number
+    for layer in ("group_pool", "pool", "output"):
+        assert math.isfinite(value[layer]) and value[layer] > 0 and note[layer] == "", layer
+    # global pooling of invariant maps: much smaller than the maps themselves
+    assert value["pool"] < 0.5 * value["group_pool"]
+    # plain tensors keep it, maps and vectors alike
+    plain = measure_layerwise(SmallCNN().eval(), torch.randn(4, 2, 12, 12), "SO2")
+    assert len(plain) == 4 and all(math.isfinite(r.value) and r.note == "" for r in plain)
+    # the summary: NaN and the reason, and no scalar logged for it
+    table = summary_table(records).set_index("layer")
+    assert math.isnan(table.loc["representation.0", "lie_derivative"])
+    assert table.loc["representation.0", "note"] == note["representation.0"]
+    assert table.loc["pool", "note"] == ""
+    scalars = equivariance_result(records, plot=False).scalars
+    assert "equivariance/representation.0/lie_derivative" not in scalars
+    assert scalars["equivariance/pool/lie_derivative"] == pytest.approx(value["pool"])
 
 
 # --------------------------------------------------------------------------- plumbing

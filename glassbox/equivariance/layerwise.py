@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from glassbox import probe
-from glassbox.equivariance.actions import fibre_action
+from glassbox.equivariance.actions import fibre_action, lie_not_applicable
 from glassbox.equivariance.engine import Workspace, measure_layer, shared_workspace
 from glassbox.equivariance.groups import (
     Group,
@@ -68,7 +68,9 @@ class EquivarianceRecord:
     ``depth`` is the layer's position in execution order (the output comes last);
     ``shape`` is the per-image feature shape; ``exact`` says whether the element acted
     on the images and on this layer's grid without interpolation. ``value`` is a relative
-    error (0 = perfectly equivariant) except for ``consistency``, a fraction in [0, 1].
+    error (0 = perfectly equivariant) except for ``consistency``, a fraction in [0, 1]; it is
+    NaN where the measure does not apply to the layer, and ``note`` says why (the Lie
+    derivative on regular fields of a discrete group).
     """
 
     layer: str
@@ -83,6 +85,7 @@ class EquivarianceRecord:
     measure: str
     value: float
     model: str = ""
+    note: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -395,15 +398,17 @@ def _lie_records(model, images, group, names):
     hooked = [n for n in names if n != OUTPUT]
     capture = LayerCapture(model, hooked, clone=True)  # in-place ops under the JVP: always copy
     order: list[str] = []
+    reasons: list[str] = []  # per output: why the Lie derivative does not apply ("" if it does)
 
     def fn(x):
         capture.clear()
         out = run_model(model, x)
         order[:] = capture.ordered(hooked)
-        feats = [as_tensor(capture.outputs[n]) for n in order]
+        raw = [capture.outputs[n] for n in order]
         if OUTPUT in names:
-            feats.append(as_tensor(model_output(out)))
-        return feats
+            raw.append(model_output(out))
+        reasons[:] = [lie_not_applicable(f) for f in raw]
+        return [as_tensor(f) for f in raw]
 
     try:
         values, outs = lie_derivative_norms(fn, images)
@@ -424,7 +429,8 @@ def _lie_records(model, images, group, names):
             flip=False,
             exact=False,
             measure="lie_derivative",
-            value=float(v),
+            value=math.nan if why else float(v),
+            note=f"lie_derivative n/a: {why}" if why else "",
         )
-        for depth, (name, f, v) in enumerate(zip(all_names, outs, values))
+        for depth, (name, f, v, why) in enumerate(zip(all_names, outs, values, reasons))
     ]
