@@ -387,6 +387,20 @@ def test_inplace_relu_does_not_overwrite_the_measured_conv_output():
     assert min(r.value for r in by(clean, measure="best_fit")) > 1e-3
 
 
+def test_the_report_runs_one_forward_per_group_element_of_the_batch(images):
+    """The originals, then each copy: the |G| forwards of B images a user would run (not one
+    concatenated batch of |G|·B), so the report's forwards cost what the plain ones do."""
+    seen = []
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True))
+    model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].clone()))
+    records = measure_layerwise(model, images, "D4")
+    assert [len(x) for x in seen] == [len(images)] * 8
+    torch.testing.assert_close(seen[0], images, rtol=0, atol=0)
+    for x, el in zip(seen[1:], get_group("D4").elements):
+        torch.testing.assert_close(x, transform_images(images, el), rtol=0, atol=0)
+    assert len(by(records, measure="spatial", layer="0")) == 7
+
+
 def test_eval_mode_is_used_and_restored():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2))
     model.train()

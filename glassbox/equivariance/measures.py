@@ -84,6 +84,24 @@ def with_ones(maps: torch.Tensor) -> torch.Tensor:
     return torch.cat([maps, torch.ones_like(maps[:, :1])], dim=1)
 
 
+class ChannelMapFit:
+    """:func:`fit_channel_map` for one Gram matrix and any number of cross products: the
+    float64 system is factored once (one LU per layer serves every group element)."""
+
+    def __init__(self, gram: torch.Tensor, ridge: float = 1e-8) -> None:
+        g = gram.double()
+        c = g.shape[0] - 1
+        self.lam = ridge * torch.clamp(
+            torch.diagonal(g)[:c].mean(), min=torch.finfo(torch.float64).tiny
+        )
+        self.eye = torch.eye(c + 1, c, dtype=g.dtype, device=g.device)  # I on W's rows, 0 on b's
+        self.lu = torch.linalg.lu_factor(g + self.lam * torch.diag(self.eye.sum(1)))
+
+    def __call__(self, cross: torch.Tensor) -> torch.Tensor:
+        w = torch.linalg.lu_solve(*self.lu, cross.double() + self.lam * self.eye)
+        return w.to(cross.dtype)
+
+
 def fit_channel_map(gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-8) -> torch.Tensor:
     """The affine channel map [W; b] minimising ‖Y − X W − 1 bᵀ‖² + λ‖W − I‖², solved in float64.
 
@@ -96,17 +114,7 @@ def fit_channel_map(gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-8
     e.g. after global pooling); the intercept is not regularised (a constant offset, such as a
     conv's bias, costs nothing). λ = ``ridge`` × mean of the channels' diagonal of G.
     """
-    g = gram.double()
-    c = g.shape[0] - 1
-    lam = ridge * torch.clamp(torch.diagonal(g)[:c].mean(), min=torch.finfo(torch.float64).tiny)
-    eye = torch.eye(c + 1, c, dtype=g.dtype, device=g.device)  # I on W's rows, 0 on b's
-    lhs = g + lam * torch.diag(eye.sum(1))
-    batched = cross.dim() == 3
-    k = cross.double() if batched else cross.double()[None]
-    e = k.shape[0]
-    rhs = k.permute(1, 0, 2).reshape(c + 1, e * c) + lam * eye.repeat(1, e)
-    w = torch.linalg.solve(lhs, rhs).reshape(c + 1, e, c).permute(1, 0, 2).to(cross.dtype)
-    return w if batched else w[0]
+    return ChannelMapFit(gram, ridge)(cross)
 
 
 def best_fit_error(
