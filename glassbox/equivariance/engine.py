@@ -13,7 +13,8 @@ is kept between them:
   column gather of Z, shared by the spatial, known-action and best-fit measures, and a
   regular field's fibre representation is one row gather; every error is one difference
   written into a scratch buffer and one norm; the best-fit cross products [S_g Z; 1] Yᵀ
-  accumulate over the fit blocks (one GEMM per block), the map is one float64 solve, and
+  (features centred by the originals' fit mean) accumulate over the fit blocks (one GEMM
+  per block), the map is one float64 solve, and
   each held-out block's residual Y − Wᵀ[S_g Z; 1] is one GEMM accumulated onto Y's copy.
 
 On the CPU a block is about :data:`CHUNK_BYTES` (a core's L2 cache), so the ops of a block
@@ -176,12 +177,16 @@ class LayerMeasure:
         if self.n_fit:
             split = self.n_fit * hw
             zf = z0[:, :split]
+            # the fit is computed on features centred by the originals' fit mean μ (the same
+            # for S_g φ(x): a pixel permutation keeps every channel's sum), which makes the
+            # affine system block-diagonal and as well conditioned as a linear one
+            self.mean = zf.mean(1, keepdim=True)
+            zc = zf - self.mean
             gram = torch.empty(c + 1, c + 1, dtype=f0.dtype, device=f0.device)
-            torch.mm(zf, zf.T, out=gram[:c, :c])
-            torch.sum(zf, dim=1, out=gram[:c, c])
-            gram[c, :c] = gram[:c, c]
+            gram[:c, :c] = zc @ zc.T
+            gram[:c, c] = gram[c, :c] = zc.sum(1)
             gram[c, c] = split
-            self.gram = gram  # of [S_g Z; 1] for every exact g (a pixel permutation keeps it)
+            self.gram = gram  # of [S_g Z − μ; 1] for every exact g
             self.solver: ChannelMapFit | None = None  # factored at the first element's fit
             self.test_ref = torch.linalg.vector_norm(z0[:, split:])
 
@@ -250,13 +255,14 @@ class LayerMeasure:
                 else:
                     torch.mm(action.matrix, xs, out=tmp)
                 torch.linalg.vector_norm(tmp.sub_(y), out=r_equi[r])
-            if fit:
-                xs1[c].fill_(1)
-            if fit and s < self.n_fit:  # Y ≈ Wᵀ X + b: cross products [X; 1] Yᵀ
-                cross.addmm_(xs1, y.T)
             if spatial:  # φ(g·x) − S_g φ(x)
                 torch.linalg.vector_norm(torch.sub(y, xs, out=tmp), out=r_spatial[r])
-            if fit and s >= self.n_fit:  # held out: Y − Wᵀ X − b, written over Y (its last use)
+            if fit:  # [S_g φ(x) − μ; 1]: centred, and a constant row for the intercept
+                xs.sub_(self.mean)
+                xs1[c].fill_(1)
+            if fit and s < self.n_fit:  # Y ≈ Wᵀ (X − μ) + b: cross products [X − μ; 1] Yᵀ
+                cross.addmm_(xs1, y.T)
+            if fit and s >= self.n_fit:  # held out: Y − Wᵀ(X − μ) − b, over Y (its last use)
                 if weights is None:
                     if self.solver is None:
                         self.solver = ChannelMapFit(self.gram, self.ridge)
@@ -286,7 +292,8 @@ class LayerMeasure:
                 self._emit(i, "equivariance", torch.linalg.vector_norm(fg - action(xg)), self.ref)
         if "best_fit" in self.want:  # an affine map: a constant-1 row makes the intercept
             cols, split = b * h * w, self.n_fit * h * w
-            x = torch.cat([xg.transpose(0, 1).reshape(c, cols), xg.new_ones(1, cols)])
+            x = xg.transpose(0, 1).reshape(c, cols)
+            x = torch.cat([x - x[:, :split].mean(1, keepdim=True), xg.new_ones(1, cols)])
             y = fg.transpose(0, 1).reshape(c, cols)
             x_fit, y_fit = x[:, :split], y[:, :split]
             weights = fit_channel_map(x_fit @ x_fit.T, x_fit @ y_fit.T, self.ridge)

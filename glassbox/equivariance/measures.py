@@ -112,7 +112,9 @@ def fit_channel_map(gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-8
     spatial-only hypothesis) rather than towards 0, so an exactly equivariant layer gets W = I
     and error 0 even when the fit is underdetermined (more channels than fitting samples,
     e.g. after global pooling); the intercept is not regularised (a constant offset, such as a
-    conv's bias, costs nothing). λ = ``ridge`` × mean of the channels' diagonal of G.
+    conv's bias, costs nothing). λ = ``ridge`` × mean of the channels' diagonal of G. Centre
+    X first (subtract its channel means: the same map, with the intercept moved): G is then
+    block-diagonal and the solve as well conditioned as a linear fit's.
     """
     return ChannelMapFit(gram, ridge)(cross)
 
@@ -132,7 +134,8 @@ def best_fit_error(
 
     Fits M_g and b_g (:func:`fit_channel_map`) on the first ``fit_fraction`` of the images,
     reports ‖φ(g·x) − (M_g S_g φ(x) + b_g)‖ / ‖φ(x)‖ on the rest. Pass ``transformed`` =
-    S_g φ(x) and the fit split's Gram matrix of ``with_ones(transformed)`` to reuse them (for
+    S_g φ(x) and the fit split's Gram matrix of ``with_ones(transformed − its fit mean)`` to
+    reuse them (for
     a pixel permutation the Gram of S_g φ(x) equals that of φ(x), so one Gram serves every
     exact element).
     """
@@ -143,7 +146,8 @@ def best_fit_error(
     if transformed is None:
         transformed = spatial_action(f_x, element, exact)
     n_fit, _ = split_sizes(f_x.shape[0], fit_fraction)
-    x = with_ones(transformed)
+    # centred by the fit split's channel means: the same affine map, a well-conditioned system
+    x = with_ones(transformed - transformed[:n_fit].mean((0, 2, 3), keepdim=True))
     x_fit, x_test = x[:n_fit], x[n_fit:]
     y_fit, y_test = f_gx[:n_fit], f_gx[n_fit:]
     if gram is None:
