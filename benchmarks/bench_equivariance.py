@@ -5,7 +5,8 @@ load hits all variants alike), it times:
 
 - ``forward``: the 1 + m plain forward passes (the original batch and its m transformed
   copies, m = |G| − 1 non-identity elements), run one batch at a time, in eval mode, no grad;
-- ``forward (one batch)``: the same images as ONE concatenated forward (what the report runs);
+- ``forward (one batch)``: the same images as ONE concatenated forward (what the report ran
+  before it streamed the copies one forward at a time);
 - ``report``: :func:`measure_layerwise` with every measure except the Lie derivative
   (transforms, hooks, invariance, known action, spatial, best-fit fits, consistency);
 - ``lie``: :func:`measure_layerwise` with only the Lie derivative (one JVP pass).
@@ -14,6 +15,14 @@ It prints medians and the ratios report / forward (target ≤ 1.3) and lie / one
 AlexNet's report was memory-bound (wide early maps streamed through memory once per op);
 measuring a cache-sized block of images at a time took its ratio from 1.63 / 1.58 to
 1.49 / 1.51 on the idle 2-core machine (two runs each, 1 thread) — still above the bar.
+A profile of that report (torch.profiler, AlexNet, 64 images, C4) put the extra time in the
+best-fit GEMMs (about a third: cross products and held-out predictions, ≈ 3.5 GFLOP, that
+is ≈ 12 % of the forward's FLOPs), pixel gathers (index_select, ≈ 2× a copy's cost), the
+channel-major copies, differences and norms (memory passes over ≈ 107 MB), and ≈ 5000
+small ops; and the one concatenated forward of 256 images ran 4–10 % slower than 4 × 64.
+The report now runs the |G| forwards of 64 images (a layer's originals are kept, each
+copy is measured as it appears), solves one LU per layer, and writes each held-out
+residual with one GEMM accumulated onto the copy (no prediction buffer).
 
     python benchmarks/bench_equivariance.py [--model alexnet|glassbox|both] [--rounds 7] [--batch 64] [--group C4] [--threads 1] [--device cuda]
 """

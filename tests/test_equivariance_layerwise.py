@@ -20,11 +20,13 @@ from glassbox.equivariance import (
     best_fit_error,
     default_layers,
     equivariance_error,
+    equivariance_result,
     get_group,
     invariance_error,
     measure_layerwise,
     rotate_interpolated,
     spatial_error,
+    summary_table,
     transform_images,
 )
 
@@ -79,6 +81,18 @@ class LiftingConv(nn.Module):
     def forward(self, x):
         w = torch.cat([torch.rot90(self.weight, k, dims=(-2, -1)) for k in range(4)])
         return F.conv2d(x, w, padding=2)
+
+
+class BiasedLiftingConv(LiftingConv):
+    """LiftingConv plus a different bias per channel: φ(Rx)_k = R φ(x)_{k−1} + β_k − β_{k−1}, so a
+    rotation acts as rot90 ∘ (channel permutation + per-channel offset), an affine channel map."""
+
+    def __init__(self, in_channels=2):
+        super().__init__(in_channels)
+        self.bias = nn.Parameter(torch.tensor([0.0, 1.0, 2.5, -1.5]))
+
+    def forward(self, x):
+        return super().forward(x) + self.bias[:, None, None]
 
 
 def cyclic_shift(features, element):
@@ -172,6 +186,24 @@ def test_rotate_and_permute_layer_is_recovered_by_best_fit():
     assert (
         max(r.value for r in by(records, measure="equivariance")) <= 1e-5
     )  # user-given known action
+
+
+def test_best_fit_map_is_affine_so_a_biased_rotate_and_permute_layer_is_exact():
+    """A per-channel bias that the rotation permutes leaves a constant residual that no linear
+    channel map absorbs (0.31–0.33 with the former linear fit); the affine fit's intercept does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(BiasedLiftingConv())
+    x = torch.randn(16, 2, 12, 12)
+    records = measure_layerwise(model, x, "C4", layers=["0"], measures=["spatial", "best_fit"])
+    assert len(by(records, measure="best_fit")) == 3
+    assert max(r.value for r in by(records, measure="best_fit")) <= 1e-5
+    assert min(r.value for r in by(records, measure="spatial")) >= 0.5
+    # the reference function fits the same affine map
+    with torch.no_grad():
+        f0 = model(x)
+        for el in get_group("C4").elements:
+            fg = model(transform_images(x, el))
+            assert float(best_fit_error(f0, fg, el)) <= 1e-5
 
 
 # --------------------------------------------------------------------------- engine = reference
@@ -279,14 +311,36 @@ def test_lie_derivative_matches_finite_differences():
     assert rec.value > 0.05
 
 
-def test_lie_derivative_of_an_invariant_head_is_small(c4net, images):
+def test_lie_derivative_is_not_applicable_on_regular_fields_of_a_discrete_group(c4net, images):
     records = measure_layerwise(c4net, images, "SO2")
     assert {r.measure for r in records} == {"lie_derivative"}
     assert [r.layer for r in records] == default_layers(c4net)
     value = {r.layer: r.value for r in records}
-    # global pooling of invariant maps: much smaller than the regular fields themselves
-    assert value["pool"] < 0.5 * value["representation.0"]
-    assert all(math.isfinite(v) for v in value.values())
+    note = {r.layer: r.note for r in records}
+    # regular fields of C4: no rotation by a small angle acts on them, so no number (no
+    # spatial-only stand-in) and the reason
+    for layer in ("representation.0", "representation.1"):
+        assert math.isnan(value[layer]), layer
+        assert note[layer] == (
+            "lie_derivative n/a: regular fields of C4: a discrete group has no continuous "
+            "rotation to act on them"
+        )
+    # trivial fields (group pooling), the pooled vector and the invariant logits: a number
+    for layer in ("group_pool", "pool", "output"):
+        assert math.isfinite(value[layer]) and value[layer] > 0 and note[layer] == "", layer
+    # global pooling of invariant maps: much smaller than the maps themselves
+    assert value["pool"] < 0.5 * value["group_pool"]
+    # plain tensors keep it, maps and vectors alike
+    plain = measure_layerwise(SmallCNN().eval(), torch.randn(4, 2, 12, 12), "SO2")
+    assert len(plain) == 4 and all(math.isfinite(r.value) and r.note == "" for r in plain)
+    # the summary: NaN and the reason, and no scalar logged for it
+    table = summary_table(records).set_index("layer")
+    assert math.isnan(table.loc["representation.0", "lie_derivative"])
+    assert table.loc["representation.0", "note"] == note["representation.0"]
+    assert table.loc["pool", "note"] == ""
+    scalars = equivariance_result(records, plot=False).scalars
+    assert "equivariance/representation.0/lie_derivative" not in scalars
+    assert scalars["equivariance/pool/lie_derivative"] == pytest.approx(value["pool"])
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -331,6 +385,20 @@ def test_inplace_relu_does_not_overwrite_the_measured_conv_output():
         assert [r.value for r in recs] == pytest.approx([r.value for r in clean], rel=1e-6)
     # 4 filters cannot span the rotated copies of 3×3 filters: a real, non-zero best-fit error
     assert min(r.value for r in by(clean, measure="best_fit")) > 1e-3
+
+
+def test_the_report_runs_one_forward_per_group_element_of_the_batch(images):
+    """The originals, then each copy: the |G| forwards of B images a user would run (not one
+    concatenated batch of |G|·B), so the report's forwards cost what the plain ones do."""
+    seen = []
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True))
+    model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].clone()))
+    records = measure_layerwise(model, images, "D4")
+    assert [len(x) for x in seen] == [len(images)] * 8
+    torch.testing.assert_close(seen[0], images, rtol=0, atol=0)
+    for x, el in zip(seen[1:], get_group("D4").elements):
+        torch.testing.assert_close(x, transform_images(images, el), rtol=0, atol=0)
+    assert len(by(records, measure="spatial", layer="0")) == 7
 
 
 def test_eval_mode_is_used_and_restored():

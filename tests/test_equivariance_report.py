@@ -72,3 +72,39 @@ def test_interpolated_elements_get_their_own_columns():
     assert math.isclose(
         table.loc[table["layer"] == "0", "spatial"].item(), exact_mean, rel_tol=1e-9
     )
+
+
+def test_a_measure_that_does_not_apply_reads_n_a_in_the_files_and_the_run_report(tmp_path):
+    """The Lie derivative of regular C4 fields is NaN with a note in the records and the
+    summary, and "n/a" in the run report's table (not a number, not a blank)."""
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    from glassbox.reporting.run_report import build_run_report
+
+    gs = gspaces.Rot2dOnR2(4)
+    t_in = enn.FieldType(gs, [gs.trivial_repr])
+    t_reg = enn.FieldType(gs, 2 * [gs.regular_repr])
+    torch.manual_seed(0)
+    net = enn.SequentialModule(enn.R2Conv(t_in, t_reg, 3, padding=1), enn.GroupPooling(t_reg))
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    records = measure_layerwise(
+        net.eval(), x, "C4", layers=["0", "1"], measures=["invariance", "lie_derivative"]
+    )
+    run = tmp_path / "run"
+    paths = save_records(records, run / "equivariance" / "test")
+    rows = json.loads(paths["json"].read_text())
+    (lie,) = [r for r in rows if r["layer"] == "0" and r["measure"] == "lie_derivative"]
+    assert lie["value"] is None and lie["note"].startswith(
+        "lie_derivative n/a: regular fields of C4"
+    )
+    summary = pd.read_csv(paths["summary"], dtype={"layer": str}).set_index("layer")
+    assert math.isnan(summary.loc["0", "lie_derivative"]) and summary.loc["1", "lie_derivative"] > 0
+    assert summary.loc["0", "note"] == lie["note"]
+
+    (run / "metrics.json").write_text(
+        json.dumps({"task": "evaluate", "model": "glassbox", "data": "digits", "metrics": {}})
+    )
+    html = build_run_report(run).read_text()
+    assert ">n/a</td>" in html and "a discrete group has no continuous rotation" in html
+    assert ">nan<" not in html.lower()  # no NaN shown as a number

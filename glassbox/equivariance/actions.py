@@ -135,6 +135,28 @@ def fibre_action(
     return action
 
 
+def lie_not_applicable(feature: Any) -> str:
+    """Why the SO(2) Lie derivative does not apply to ``feature`` ("" where it does).
+
+    The Lie derivative needs the action of rotations by every small angle t on the fibres. A
+    ``GeometricTensor`` whose fields are all trivial (invariant maps, e.g. after group
+    pooling), a plain tensor (maps rotate spatially, vectors are invariant) and logits have
+    it. Fields of any other representation do not: a discrete group (C_N, D_N) has no rotation
+    by t ≠ 2πk/N to act with, and for SO(2)/O(2) fields the fibre generator is not implemented,
+    so a spatial-only derivative there would measure something else."""
+    if not is_geometric_tensor(feature):
+        return ""
+    field_type = feature.type
+    kinds = sorted({rep.name for rep in field_type.representations if not rep.is_trivial()})
+    if not kinds:
+        return ""
+    group = field_type.gspace.fibergroup
+    what = f"{', '.join(kinds)} fields of {group.name}"
+    if group.order() > 0:
+        return f"{what}: a discrete group has no continuous rotation to act on them"
+    return f"{what}: the fibre generator of a continuous rotation is not implemented"
+
+
 def spatial_action(
     x: torch.Tensor, element: GroupElement, exact: str = "error", what: str = "feature map"
 ) -> torch.Tensor:

@@ -1,26 +1,26 @@
-"""Batched computation of every finite-group measure for one layer.
+"""Every finite-group measure of one layer, streamed one group element at a time.
 
-Given a layer's features for the original images and all transformed copies (one
-forward pass, (1+m, B, C, H, W)), this computes every measure for all elements with a
-few large tensor ops per block of images (:func:`_blocked`):
+:class:`LayerMeasure` is built from a layer's features for the original images and then
+fed the features of each transformed copy as its forward pass produces them, so the model
+runs the |G| batches it would run anyway (one per element) and nothing but the originals
+is kept between them:
 
-- a block's features are copied element-major into (1+m, C, n·H·W): each element's
-  maps are one (C, columns) matrix, a column per (image, position);
-- an exact group element permutes pixels, so S_g φ(x) is one column gather per element,
-  shared by the spatial, known-action and best-fit measures; a regular field's fibre
-  representation is one row gather;
-- every error is one difference written over one of its operands and one norm per
-  element; the blocks' norms are combined at the end;
-- best fit: one Gram matrix X Xᵀ serves every exact element (a pixel permutation leaves
-  it unchanged); it and the cross products of all elements (one batched GEMM per block)
-  accumulate over the fit images, all maps are one float64 solve, the held-out
-  predictions one batched GEMM per block.
+- the originals are copied once, channel-major, into a (C, B·H·W) matrix Z: a column per
+  (image, position); its norms, and for the best fit its Gram matrix [Z; 1][Z; 1]ᵀ (the
+  constant row makes the fitted channel map affine), are computed once;
+- per element, a block of images at a time (:func:`_chunks`): the copy's maps are written
+  channel-major into one buffer Y; an exact element permutes pixels, so S_g φ(x) is one
+  column gather of Z, shared by the spatial, known-action and best-fit measures, and a
+  regular field's fibre representation is one row gather; every error is one difference
+  written into a scratch buffer and one norm; the best-fit cross products [S_g Z; 1] Yᵀ
+  (features centred by the originals' fit mean) accumulate over the fit blocks (one GEMM
+  per block), the map is one float64 solve, and
+  each held-out block's residual Y − Wᵀ[S_g Z; 1] is one GEMM accumulated onto Y's copy.
 
-On the CPU a block is about :data:`CHUNK_BYTES` (a core's L2 cache), so the ops of a
-block reuse what the previous op left in the cache instead of streaming the whole layer
-through memory once per op (AlexNet's wide early maps made the report memory-bound);
-elsewhere a block is all fit or all held-out images. Loops run over group elements
-(≤ |G|) and blocks, never over single images on other devices. Elements that need
+On the CPU a block is about :data:`CHUNK_BYTES` (a core's L2 cache), so the ops of a block
+reuse what the previous op left in the cache instead of streaming the whole layer through
+memory once per op; elsewhere a block is all fit or all held-out images. Loops run over
+group elements and blocks, never over single images on other devices. Elements that need
 interpolation take a simpler path. The functions in
 :mod:`glassbox.equivariance.measures` define the same quantities and serve as the
 reference in tests.
@@ -36,6 +36,7 @@ import torch
 
 from glassbox.equivariance.actions import FibreAction
 from glassbox.equivariance.groups import GroupElement, pixel_permutation, transform_grid
+from glassbox.equivariance.measures import ChannelMapFit, fit_channel_map
 
 Value = tuple[GroupElement, str, torch.Tensor]
 
@@ -43,26 +44,6 @@ Value = tuple[GroupElement, str, torch.Tensor]
 def _rel(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den, with 0/0 = 0 (a dead layer matches perfectly)."""
     return torch.where(num == 0, torch.zeros_like(num), num / den)
-
-
-def _norms(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """‖t[e]‖ for every element e (leading axis)."""
-    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1, out=out)
-
-
-def solve_ridge(gram: torch.Tensor, crosses: torch.Tensor, ridge: float) -> torch.Tensor:
-    """W_e = (G + λI)⁻¹ (K_e + λI) for a batch of K_e (E, C, C), in float64, one solve.
-
-    The ridge pulls each map towards the identity (see
-    :func:`~glassbox.equivariance.measures.fit_channel_map`); λ = ``ridge`` × mean diag G.
-    """
-    g = gram.double()
-    e, c, _ = crosses.shape
-    lam = ridge * torch.clamp(torch.diagonal(g).mean(), min=torch.finfo(torch.float64).tiny)
-    eye = torch.eye(c, dtype=g.dtype, device=g.device)
-    rhs = crosses.double().permute(1, 0, 2).reshape(c, e * c) + lam * eye.repeat(1, e)
-    w = torch.linalg.solve(g + lam * eye, rhs)
-    return w.reshape(c, e, c).permute(1, 0, 2).to(crosses.dtype)
 
 
 @functools.lru_cache(maxsize=256)
@@ -104,7 +85,7 @@ class Workspace:
 
 _SHARED = threading.local()
 CHUNK_BYTES = 2 * 2**20  # working set of one block of images on the CPU (about a core's L2)
-SHARED_CPU_BYTES = 256 * 2**20  # per buffer; the shared CPU workspace keeps at most 3 of them
+SHARED_CPU_BYTES = 256 * 2**20  # per buffer kept by the shared CPU workspace
 
 
 def shared_workspace(device: torch.device) -> Workspace:
@@ -124,104 +105,207 @@ def release_shared_workspace() -> None:
         _SHARED.workspace.release()
 
 
-def measure_layer(
-    feats: torch.Tensor,
-    elements: Sequence[GroupElement],
-    measures: Sequence[str],
-    *,
-    exact: str,
-    n_fit: int,
-    ridge: float,
-    min_fit_ratio: float,
-    fibre: Callable[[GroupElement], FibreAction | None] | None,
-    custom_action: Callable[[torch.Tensor, GroupElement], torch.Tensor] | None,
-    is_output: bool,
-    what: str,
-    workspace: Workspace | None = None,
-) -> tuple[list[Value], list[str]]:
-    """All finite measures of one layer.
+class LayerMeasure:
+    """All finite measures of one layer: built from the originals' features, then fed each
+    transformed copy's features with :meth:`add`; :meth:`values` returns the results.
 
     Args:
-        feats: (1 + len(elements), B, ...) features: the originals first, then one block
-            per element in order.
+        f0: (B, ...) features of the original images (copied: the caller's tensor may be
+            overwritten by a later in-place op).
+        elements: the group elements, in the order their copies will be added.
+        n_fit: images fitting the best-fit map (the first ``n_fit``); 0 without best fit.
         fibre: element → fibre action of a GeometricTensor layer (``None`` result: g ∉ G),
             or ``None`` for a plain tensor layer.
         custom_action: a user-given known action on (B, ...) features.
         workspace: scratch buffers to reuse across layers (a fresh one if ``None``).
-
-    Returns:
-        ([(element, measure, 0-d value)], notes on what was left out and why).
+        slot: the key of this layer's copy of the originals in ``workspace`` (one per layer
+            that is alive at the same time).
     """
-    f0 = feats[0]
-    m = len(elements)
-    want = set(measures)
-    out: list[Value] = []
-    notes: list[str] = []
-    ref = torch.linalg.vector_norm(f0)
 
-    def emit(measure: str, idx: Sequence[int], values: torch.Tensor) -> None:
-        out.extend((elements[i], measure, v) for i, v in zip(idx, values.unbind(0)))
+    def __init__(
+        self,
+        f0: torch.Tensor,
+        elements: Sequence[GroupElement],
+        measures: Sequence[str],
+        *,
+        exact: str,
+        n_fit: int,
+        ridge: float,
+        min_fit_ratio: float,
+        fibre: Callable[[GroupElement], FibreAction | None] | None,
+        custom_action: Callable[[torch.Tensor, GroupElement], torch.Tensor] | None,
+        is_output: bool,
+        what: str,
+        workspace: Workspace | None = None,
+        slot: str = "z0",
+    ) -> None:
+        self.elements = list(elements)
+        self.want = set(measures)
+        self.exact, self.ridge, self.fibre, self.custom = exact, ridge, fibre, custom_action
+        self.is_output, self.what = is_output, what
+        self.ws = workspace or Workspace()
+        self.notes: list[str] = []
+        self.out: list[tuple[int, str, torch.Tensor]] = []
+        self.maps = f0.dim() == 4
+        if not self.maps:
+            self.f0 = f0.detach().clone()
+            self.ref = torch.linalg.vector_norm(self.f0)
+            return
+        b, c, h, w = f0.shape
+        if "best_fit" in self.want and n_fit * h * w < min_fit_ratio * c:
+            # too few fitting rows (images × positions) per channel: the least-squares map would
+            # over-fit and the held-out error would measure the over-fitting instead
+            self.want.discard("best_fit")
+            self.notes.append(
+                f"best_fit ({n_fit}×{h}×{w} fitting rows < {min_fit_ratio:g} × {c} channels)"
+            )
+        self.known = "equivariance" in self.want and fibre is not None and custom_action is None
+        # measures that transform φ(x)
+        self.transforms = bool({"spatial", "best_fit"} & self.want or self.known)
+        self.n_fit = n_fit if "best_fit" in self.want else 0
+        hw = h * w
+        z0 = self.ws.get(slot, (c, b * hw), f0)  # originals, channel-major: (C, B·H·W)
+        z0.view(c, b, hw).copy_(f0.reshape(b, c, hw).transpose(0, 1))
+        self.z0 = z0
+        self.f0 = z0.view(c, b, h, w).transpose(0, 1)  # (B, C, H, W) view of the copy
+        self.ref = torch.linalg.vector_norm(z0)
+        # small blocks on the CPU for plain layers (AlexNet's wide early maps are memory-bound);
+        # GeometricTensor layers stay in one block per split: small ones measured slower for
+        # the glass-box net
+        small = f0.device.type == "cpu" and fibre is None
+        self.bounds = _chunks(b, self.n_fit, 3 * c * hw * f0.element_size(), small)
+        if self.n_fit:
+            split = self.n_fit * hw
+            zf = z0[:, :split]
+            # the fit is computed on features centred by the originals' fit mean μ (the same
+            # for S_g φ(x): a pixel permutation keeps every channel's sum), which makes the
+            # affine system block-diagonal and as well conditioned as a linear one
+            self.mean = zf.mean(1, keepdim=True)
+            zc = zf - self.mean
+            gram = torch.empty(c + 1, c + 1, dtype=f0.dtype, device=f0.device)
+            gram[:c, :c] = zc @ zc.T
+            gram[:c, c] = gram[c, :c] = zc.sum(1)
+            gram[c, c] = split
+            self.gram = gram  # of [S_g Z − μ; 1] for every exact g
+            self.solver: ChannelMapFit | None = None  # factored at the first element's fit
+            self.test_ref = torch.linalg.vector_norm(z0[:, split:])
 
-    everyone = list(range(m))
-    if "equivariance" in want and custom_action is not None:
-        pred = torch.stack([custom_action(f0, el) for el in elements])
-        emit("equivariance", everyone, _rel(_norms(feats[1:] - pred), ref))
-    if f0.dim() != 4:
-        if "invariance" in want:
-            emit("invariance", everyone, _rel(_norms(feats[1:] - f0), ref))
-        if "consistency" in want and is_output and f0.dim() == 2 and f0.shape[1] > 1:
-            same = (feats[1:].argmax(-1) == f0.argmax(-1)).float().mean(1)
-            emit("consistency", everyone, same)
-        return out, notes
+    def _emit(self, i: int, measure: str, num: torch.Tensor, den: torch.Tensor) -> None:
+        self.out.append((i, measure, _rel(num, den)))
 
-    b, c, h, w = f0.shape
-    if "best_fit" in want and n_fit * h * w < min_fit_ratio * c:
-        # too few fitting rows (images × positions) per channel: the least-squares map would
-        # over-fit and the held-out error would measure the over-fitting instead
-        want.discard("best_fit")
-        notes.append(f"best_fit ({n_fit}×{h}×{w} fitting rows < {min_fit_ratio:g} × {c} channels)")
-    known = "equivariance" in want and fibre is not None and custom_action is None
-    maps = bool({"spatial", "best_fit"} & want or known)  # measures that transform φ(x)
-    exact_idx = [i for i, el in enumerate(elements) if maps and el.is_exact_on(h, w)]
-    invariance_at = len(out)
-    ws = workspace or Workspace()
-    norms = _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, notes)
-    ref, test_ref = norms["ref"], norms.get("test_ref")  # summed blockwise: more exact
-    if "invariance" in want:
-        values = _rel(norms["invariance"], ref).unbind(0)
-        out[invariance_at:invariance_at] = [
-            (el, "invariance", v) for el, v in zip(elements, values)
-        ]
-    if "spatial" in norms and "spatial" in want:
-        emit("spatial", exact_idx, _rel(norms["spatial"], ref))
-    if "equivariance" in norms:
-        idx, values = norms["equivariance"]
-        emit("equivariance", idx, _rel(values, ref))
-    if "best_fit" in norms:
-        emit("best_fit", exact_idx, _rel(norms["best_fit"], test_ref))
-    cols, split = b * h * w, n_fit * h * w
-    for i, el in enumerate(elements):  # elements that need interpolation, one by one
-        if not maps or i in exact_idx:
-            continue
-        xg = transform_grid(f0, el, exact, what=what)  # (B, C, H, W)
-        yg = feats[i + 1]
-        if "spatial" in want:
-            out.append((el, "spatial", _rel(torch.linalg.vector_norm(yg - xg), ref)))
-        if known:
-            action = fibre(el)
+    def add(self, i: int, fg: torch.Tensor) -> None:
+        """Measure the features ``fg`` (B, ...) of the copy transformed by ``elements[i]``."""
+        el = self.elements[i]
+        if "equivariance" in self.want and self.custom is not None:
+            pred = self.custom(self.f0, el)
+            self._emit(i, "equivariance", torch.linalg.vector_norm(fg - pred), self.ref)
+        if not self.maps:
+            if "invariance" in self.want:
+                self._emit(i, "invariance", torch.linalg.vector_norm(fg - self.f0), self.ref)
+            if "consistency" in self.want and self.is_output and fg.dim() == 2 and fg.shape[1] > 1:
+                same = (fg.argmax(-1) == self.f0.argmax(-1)).float().mean()
+                self.out.append((i, "consistency", same))
+            return
+        exact_el = self.transforms and el.is_exact_on(*fg.shape[-2:])
+        self._blocked(i, el, fg, exact_el)
+        if self.transforms and not exact_el:
+            self._interpolated(i, el, fg)
+
+    def _blocked(self, i: int, el: GroupElement, fg: torch.Tensor, exact_el: bool) -> None:
+        b, c, h, w = fg.shape
+        hw = h * w
+        ws, z0, like = self.ws, self.z0, self.z0
+        action, trivial = None, False
+        if exact_el and self.known:
+            action = self.fibre(el)
             if action is None:
-                notes.append(f"equivariance@{el.name} (not in the layer's e2cnn group)")
+                self.notes.append(f"equivariance@{el.name} (not in the layer's e2cnn group)")
             else:
-                num = torch.linalg.vector_norm(yg - action(xg))
-                out.append((el, "equivariance", _rel(num, ref)))
-        if "best_fit" in want:
+                trivial = action.is_identity  # trivial fields: the known action is the spatial one
+        twisted = action is not None and not trivial
+        spatial = exact_el and ("spatial" in self.want or trivial)
+        fit = exact_el and self.n_fit > 0
+        inv = "invariance" in self.want
+        rows = torch.zeros(4, len(self.bounds), dtype=fg.dtype, device=fg.device)
+        r_inv, r_spatial, r_equi, r_fit = rows.unbind(0)
+        cross = weights = None
+        if fit:
+            cross = torch.zeros(c + 1, c, dtype=fg.dtype, device=fg.device)
+        if exact_el:
+            columns = _columns(b, h, w, el, str(fg.device))
+        for r, (s, t) in enumerate(self.bounds):
+            n = t - s
+            cols = n * hw
+            y = ws.get("y", (c, cols), like)  # φ(g·x), channel-major
+            y.view(c, n, hw).copy_(fg[s:t].reshape(n, c, hw).transpose(0, 1))
+            tmp = ws.get("tmp", (c, cols), like)
+            if inv:  # φ(g·x) − φ(x)
+                torch.linalg.vector_norm(
+                    torch.sub(y, z0[:, s * hw : t * hw], out=tmp), out=r_inv[r]
+                )
+            if not exact_el:
+                continue
+            # [S_g φ(x); 1]: one column gather, and a constant row for the best fit's intercept
+            xs1 = ws.get("xs", (c + 1, cols), like)
+            xs = xs1[:c]
+            torch.index_select(z0, 1, columns[s * hw : t * hw], out=xs)
+            if twisted:  # ρ(g) S_g φ(x) − φ(g·x), on the channel rows
+                if action.index is not None:
+                    torch.index_select(xs, 0, action.index, out=tmp)
+                else:
+                    torch.mm(action.matrix, xs, out=tmp)
+                torch.linalg.vector_norm(tmp.sub_(y), out=r_equi[r])
+            if spatial:  # φ(g·x) − S_g φ(x)
+                torch.linalg.vector_norm(torch.sub(y, xs, out=tmp), out=r_spatial[r])
+            if fit:  # [S_g φ(x) − μ; 1]: centred, and a constant row for the intercept
+                xs.sub_(self.mean)
+                xs1[c].fill_(1)
+            if fit and s < self.n_fit:  # Y ≈ Wᵀ (X − μ) + b: cross products [X − μ; 1] Yᵀ
+                cross.addmm_(xs1, y.T)
+            if fit and s >= self.n_fit:  # held out: Y − Wᵀ(X − μ) − b, over Y (its last use)
+                if weights is None:
+                    if self.solver is None:
+                        self.solver = ChannelMapFit(self.gram, self.ridge)
+                    weights = self.solver(cross).T.contiguous()
+                torch.linalg.vector_norm(y.addmm_(weights, xs1, alpha=-1), out=r_fit[r])
+        if inv:
+            self._emit(i, "invariance", torch.linalg.vector_norm(r_inv), self.ref)
+        if spatial and "spatial" in self.want:
+            self._emit(i, "spatial", torch.linalg.vector_norm(r_spatial), self.ref)
+        if action is not None:
+            source = r_spatial if trivial else r_equi
+            self._emit(i, "equivariance", torch.linalg.vector_norm(source), self.ref)
+        if fit:
+            self._emit(i, "best_fit", torch.linalg.vector_norm(r_fit), self.test_ref)
+
+    def _interpolated(self, i: int, el: GroupElement, fg: torch.Tensor) -> None:
+        """An element the layer's grid cannot represent: the measures on interpolated maps."""
+        b, c, h, w = fg.shape
+        xg = transform_grid(self.f0, el, self.exact, what=self.what)  # (B, C, H, W)
+        if "spatial" in self.want:
+            self._emit(i, "spatial", torch.linalg.vector_norm(fg - xg), self.ref)
+        if self.known:
+            action = self.fibre(el)
+            if action is None:
+                self.notes.append(f"equivariance@{el.name} (not in the layer's e2cnn group)")
+            else:
+                self._emit(i, "equivariance", torch.linalg.vector_norm(fg - action(xg)), self.ref)
+        if "best_fit" in self.want:  # an affine map: a constant-1 row makes the intercept
+            cols, split = b * h * w, self.n_fit * h * w
             x = xg.transpose(0, 1).reshape(c, cols)
-            y = yg.transpose(0, 1).reshape(c, cols)
+            x = torch.cat([x - x[:, :split].mean(1, keepdim=True), xg.new_ones(1, cols)])
+            y = fg.transpose(0, 1).reshape(c, cols)
             x_fit, y_fit = x[:, :split], y[:, :split]
-            weights = solve_ridge(x_fit @ x_fit.T, (x_fit @ y_fit.T)[None], ridge)[0]
+            weights = fit_channel_map(x_fit @ x_fit.T, x_fit @ y_fit.T, self.ridge)
             resid = y[:, split:] - weights.T @ x[:, split:]
-            out.append((el, "best_fit", _rel(torch.linalg.vector_norm(resid), test_ref)))
-    return out, notes
+            self._emit(i, "best_fit", torch.linalg.vector_norm(resid), self.test_ref)
+
+    def values(self) -> tuple[list[Value], list[str]]:
+        """([(element, measure, 0-d value)] by measure then element, notes on what was left
+        out and why)."""
+        order = {m: k for k, m in enumerate(("invariance", "equivariance", "spatial", "best_fit"))}
+        out = sorted(self.out, key=lambda v: (order.get(v[1], len(order)), v[0]))
+        return [(self.elements[i], m, v) for i, m, v in out], list(dict.fromkeys(self.notes))
 
 
 def _chunks(batch: int, n_fit: int, per_image: int, small: bool) -> list[tuple[int, int]]:
@@ -233,113 +317,3 @@ def _chunks(batch: int, n_fit: int, per_image: int, small: bool) -> list[tuple[i
     for lo, hi in ((0, n_fit), (n_fit, batch)) if n_fit else ((0, batch),):
         bounds += [(s, min(hi, s + size)) for s in range(lo, hi, size)]
     return bounds
-
-
-def _blocked(feats, elements, exact_idx, want, known, n_fit, ridge, fibre, ws, notes) -> dict:
-    """Numerators of every finite measure of a (B, C, H, W) layer, a block of images at a time.
-
-    Each block's features are copied element-major into (1+m, C, n·H·W), so an element's
-    maps are one (C, columns) matrix, a column per (image, position); an exact element's
-    S_g φ(x) is one column gather; a regular field's ρ(g) one row gather. Every difference
-    is written over one of its operands and reduced to one norm per element; the best-fit
-    Gram matrix (one for all exact elements: a pixel permutation leaves it unchanged) and
-    cross products accumulate over the fit blocks, all maps are one float64 solve, and the
-    held-out blocks are predicted with one batched GEMM each. Blocks of about
-    :data:`CHUNK_BYTES` stay in the CPU's cache between these ops instead of streaming the
-    whole layer through memory once per op.
-
-    Returns ``{measure: per-element norms}`` (``"equivariance"``: (indices, norms)).
-    """
-    m = len(elements)
-    k1, b, c, h, w = feats.shape
-    hw = h * w
-    e = len(exact_idx)
-    fit = "best_fit" in want
-    actions, keep, trivial = {}, [], False
-    if known and exact_idx:
-        actions = {j: fibre(elements[i]) for j, i in enumerate(exact_idx)}
-        for j, action in actions.items():
-            if action is None:
-                notes.append(
-                    f"equivariance@{elements[exact_idx[j]].name} (not in the layer's e2cnn group)"
-                )
-        keep = [j for j, a in actions.items() if a is not None]
-        trivial = bool(keep) and all(actions[j].is_identity for j in keep)
-    spatial = e and ("spatial" in want or trivial)
-    twisted = bool(keep) and not trivial  # a non-trivial ρ(g): its own prediction
-    per_image = (k1 + 2 * e) * c * hw * feats.element_size()
-    # small blocks on the CPU for plain layers (AlexNet's wide early maps are memory-bound);
-    # GeometricTensor layers stay in one block: small ones measured slower for the glass-box net
-    small = feats.device.type == "cpu" and fibre is None
-    bounds = _chunks(b, n_fit if fit else 0, per_image, small)
-    like = feats
-    rows = {
-        name: torch.zeros(len(bounds), n, dtype=feats.dtype, device=feats.device)
-        for name, n in (
-            ("invariance", m),
-            ("spatial", e),
-            ("equivariance", len(keep)),
-            ("best_fit", e),
-            ("ref", 1),
-        )
-    }
-    gram = cross = weights = None
-    if fit and e:
-        gram = torch.zeros(c, c, dtype=feats.dtype, device=feats.device)
-        cross = torch.zeros(e, c, c, dtype=feats.dtype, device=feats.device)
-    for r, (s, t) in enumerate(bounds):
-        n = t - s
-        cols = n * hw
-        if n == 1:  # one image's maps are already (C, H·W) matrices: read them in place
-            z = feats[:, s].reshape(k1, c, hw)
-        else:
-            z = ws.get("z", (k1, c, cols), like)
-            z.view(k1, c, n, hw).copy_(feats[:, s:t].reshape(k1, n, c, hw).transpose(1, 2))
-        z0, z_all = z[0], z[1:]
-        torch.linalg.vector_norm(z0, out=rows["ref"][r, 0])
-        if e:
-            xs = ws.get("xs", (e, c, cols), like)  # S_g φ(x): a column gather per element
-            for j, i in enumerate(exact_idx):
-                torch.index_select(z0, 1, _columns(n, h, w, elements[i], str(z.device)), out=xs[j])
-            ys = z_all if e == m else z_all[exact_idx]
-            if twisted:  # ρ(g) S_g φ(x) − φ(g·x), before the spatial errors overwrite xs
-                pred = ws.get("pred", (len(keep), c, cols), like)
-                for q, j in enumerate(keep):  # ρ(g) on the channel rows
-                    action = actions[j]
-                    if action.index is not None:
-                        torch.index_select(xs[j], 0, action.index, out=pred[q])
-                    else:
-                        torch.mm(action.matrix, xs[j], out=pred[q])
-                _norms(pred.sub_(ys if len(keep) == e else ys[keep]), out=rows["equivariance"][r])
-            if fit and s < n_fit:  # Y ≈ Wᵀ X, X = S_g φ(x) and Y = φ(g·x) as (C, columns)
-                gram.addmm_(z0, z0.T)
-                cross.baddbmm_(xs, ys.transpose(1, 2))
-            elif fit:
-                if weights is None:
-                    weights = solve_ridge(gram, cross, ridge).transpose(1, 2)
-                pred = ws.get("pred", (e, c, cols), like)
-                torch.bmm(weights, xs, out=pred)
-                _norms(pred.sub_(ys), out=rows["best_fit"][r])
-            if spatial:  # φ(g·x) − S_g φ(x), written over S_g φ(x)
-                _norms(torch.sub(ys, xs, out=xs), out=rows["spatial"][r])
-        if "invariance" in want:  # φ(g·x) − φ(x), over the block's copy of φ(g·x) (last use)
-            diff = (
-                z_all if n > 1 else ws.get("diff", z_all.shape, like)
-            )  # never over the layer's output
-            _norms(torch.sub(z_all, z0, out=diff), out=rows["invariance"][r])
-    result = {"ref": torch.linalg.vector_norm(rows["ref"])}
-    if fit:
-        result["test_ref"] = torch.linalg.vector_norm(rows["ref"][[s >= n_fit for s, _ in bounds]])
-    for name in ("invariance", "best_fit"):
-        if name in want and (name == "invariance" or e):
-            result[name] = torch.linalg.vector_norm(rows[name], dim=0)
-    if spatial:
-        result["spatial"] = torch.linalg.vector_norm(rows["spatial"], dim=0)
-    if keep:
-        source = rows["spatial"] if trivial else rows["equivariance"]
-        picked = keep if trivial else list(range(len(keep)))
-        result["equivariance"] = (
-            [exact_idx[j] for j in keep],
-            torch.linalg.vector_norm(source[:, picked], dim=0),
-        )
-    return result

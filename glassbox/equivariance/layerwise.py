@@ -1,10 +1,10 @@
 """Layerwise equivariance of any ``nn.Module``: :func:`measure_layerwise`.
 
-The images and all their transformed copies go through the model in ONE forward pass.
-A forward hook on each chosen layer measures it the moment it returns (every measure,
-all group elements at once: :mod:`glassbox.equivariance.engine`) and keeps nothing, so
-the pass holds one layer's features at a time and a later in-place op (AlexNet's
-``ReLU(inplace=True)``) cannot corrupt them. The Lie derivative, when asked for, costs
+The original images, then each transformed copy, go through the model: the |G| forward
+passes a user would run. A forward hook on each chosen layer copies the originals'
+features once and measures each copy's features the moment the layer returns them
+(every measure of that element: :mod:`glassbox.equivariance.engine`), keeping nothing of
+the copy, so a later in-place op (AlexNet's ``ReLU(inplace=True)``) cannot corrupt them. The Lie derivative, when asked for, costs
 one extra forward-mode (JVP) pass over the original images.
 """
 
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from glassbox import probe
-from glassbox.equivariance.actions import fibre_action
-from glassbox.equivariance.engine import Workspace, measure_layer, shared_workspace
+from glassbox.equivariance.actions import fibre_action, lie_not_applicable
+from glassbox.equivariance.engine import LayerMeasure, Workspace, shared_workspace
 from glassbox.equivariance.groups import (
     Group,
     GroupElement,
@@ -68,7 +68,9 @@ class EquivarianceRecord:
     ``depth`` is the layer's position in execution order (the output comes last);
     ``shape`` is the per-image feature shape; ``exact`` says whether the element acted
     on the images and on this layer's grid without interpolation. ``value`` is a relative
-    error (0 = perfectly equivariant) except for ``consistency``, a fraction in [0, 1].
+    error (0 = perfectly equivariant) except for ``consistency``, a fraction in [0, 1]; it is
+    NaN where the measure does not apply to the layer, and ``note`` says why (the Lie
+    derivative on regular fields of a discrete group).
     """
 
     layer: str
@@ -83,6 +85,7 @@ class EquivarianceRecord:
     measure: str
     value: float
     model: str = ""
+    note: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -230,10 +233,10 @@ def measure_layerwise(
             tensor layers whose transformation law is known (e2cnn layers need none).
         model_name: stored in every record (to overlay two models in a report).
         eval_mode: run the model in eval mode (restoring the modes afterwards).
-        workspace: scratch buffers for the measures (about 3× the largest layer's
-            features). Default: on the CPU a per-thread workspace kept between calls (each
-            buffer ≤ 256 MiB; free it with ``release_shared_workspace()``), elsewhere a
-            fresh one.
+        workspace: scratch buffers for the measures (a copy of every measured layer's
+            features of the original images, plus three blocks of one layer's). Default: on
+            the CPU a per-thread workspace kept between calls (each buffer ≤ 256 MiB; free it
+            with ``release_shared_workspace()``), elsewhere a fresh one.
 
     Returns:
         One :class:`EquivarianceRecord` per (layer, element, measure) that applies:
@@ -313,29 +316,30 @@ def _finite_records(
     actions,
     workspace,
 ):
-    """One forward over the images and all transformed copies; each layer is measured
-    inside its forward hook (streaming), the output after the forward."""
+    """The original images, then each transformed copy, through the model (the |G| forwards
+    a user would run); a hook on each layer builds its :class:`LayerMeasure` from the
+    originals' features and feeds it each copy's features as they appear (streaming: only
+    the originals' features are kept between the passes), the output after each forward."""
     b, _, h, w = images.shape
     elements = group.elements
-    k = len(elements) + 1
-    batch = torch.cat([images] + [transform_images(images, e, exact) for e in elements])
     n_fit = split_sizes(b, fit_fraction)[0] if "best_fit" in measures else 0
-    pending: list[tuple[dict, torch.Tensor]] = []  # (fields, 0-d value): one device sync at the end
-    skipped: list[str] = []
-    depth = [0]
+    layers: dict[str, tuple[LayerMeasure, dict]] = {}  # name → (its measures, record fields)
+    phase = [-1]  # -1: the originals; i: the copy transformed by elements[i]
 
     def measure(name: str, module: nn.Module, out) -> None:
         feats = as_tensor(out)
-        if feats.dim() == 0 or feats.shape[0] != b * k:
+        if feats.dim() == 0 or feats.shape[0] != b:
             raise LayerOutputError(
                 f"layer {name!r} returns shape {tuple(feats.shape)} whose first axis is not the "
-                f"batch ({b * k} images went in); measure layers that keep the batch axis first"
+                f"batch ({b} images went in); measure layers that keep the batch axis first"
             )
-        feats = feats.reshape(k, b, *feats.shape[1:])
+        if phase[0] >= 0:
+            layers[name][0].add(phase[0], feats)
+            return
         fibre = None
         if is_geometric_tensor(out):
             fibre = partial(fibre_action, out.type, device=feats.device, dtype=feats.dtype)
-        values, missing = measure_layer(
+        state = LayerMeasure(
             feats,
             elements,
             measures,
@@ -348,17 +352,37 @@ def _finite_records(
             is_output=name == OUTPUT,
             what=f"output of layer {name!r}",
             workspace=workspace,
+            slot=f"z0/{len(layers)}",
         )
-        skipped.extend(f"{name}: {m}" for m in missing)
-        shape = tuple(feats.shape[2:])
-        base = {
+        fields = {
             "layer": name,
-            "depth": depth[0],
+            "depth": len(layers),
             "module": type(module).__name__,
-            "shape": shape,
+            "shape": tuple(feats.shape[1:]),
             "group": group.name,
         }
-        depth[0] += 1
+        layers[name] = (state, fields)
+
+    hooked = [n for n in names if n != OUTPUT]
+    capture = LayerCapture(model, hooked, on_output=measure)
+    try:
+        with torch.no_grad():
+            for i in range(-1, len(elements)):
+                phase[0] = i
+                x = images if i < 0 else transform_images(images, elements[i], exact)
+                capture.clear()
+                out = run_model(model, x)
+                capture.ordered(hooked)
+                if OUTPUT in names:
+                    measure(OUTPUT, model, model_output(out))
+    finally:
+        capture.remove()
+    skipped: list[str] = []
+    pending: list[tuple[dict, torch.Tensor]] = []  # (fields, 0-d value): one device sync at the end
+    for name, (state, base) in layers.items():
+        values, missing = state.values()
+        skipped.extend(f"{name}: {m}" for m in missing)
+        shape = base["shape"]
         for el, measure_name, value in values:
             # exact = no interpolation, neither on the images nor on this layer's grid
             on_grid = len(shape) != 3 or el.is_exact_on(*shape[-2:])
@@ -371,18 +395,6 @@ def _finite_records(
                 measure=measure_name,
             )
             pending.append((fields, value))
-
-    hooked = [n for n in names if n != OUTPUT]
-    capture = LayerCapture(model, hooked, on_output=measure)
-    try:
-        with torch.no_grad():
-            out = run_model(model, batch)
-        capture.ordered(hooked)
-    finally:
-        capture.remove()
-    if OUTPUT in names:
-        with torch.no_grad():
-            measure(OUTPUT, model, model_output(out))
     if skipped:
         warnings.warn(f"not reported: {'; '.join(skipped)}", stacklevel=3)
     if not pending:
@@ -395,15 +407,17 @@ def _lie_records(model, images, group, names):
     hooked = [n for n in names if n != OUTPUT]
     capture = LayerCapture(model, hooked, clone=True)  # in-place ops under the JVP: always copy
     order: list[str] = []
+    reasons: list[str] = []  # per output: why the Lie derivative does not apply ("" if it does)
 
     def fn(x):
         capture.clear()
         out = run_model(model, x)
         order[:] = capture.ordered(hooked)
-        feats = [as_tensor(capture.outputs[n]) for n in order]
+        raw = [capture.outputs[n] for n in order]
         if OUTPUT in names:
-            feats.append(as_tensor(model_output(out)))
-        return feats
+            raw.append(model_output(out))
+        reasons[:] = [lie_not_applicable(f) for f in raw]
+        return [as_tensor(f) for f in raw]
 
     try:
         values, outs = lie_derivative_norms(fn, images)
@@ -424,7 +438,8 @@ def _lie_records(model, images, group, names):
             flip=False,
             exact=False,
             measure="lie_derivative",
-            value=float(v),
+            value=math.nan if why else float(v),
+            note=f"lie_derivative n/a: {why}" if why else "",
         )
-        for depth, (name, f, v) in enumerate(zip(all_names, outs, values))
+        for depth, (name, f, v, why) in enumerate(zip(all_names, outs, values, reasons))
     ]

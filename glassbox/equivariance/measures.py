@@ -9,8 +9,9 @@ many of them and synchronise with the device once.
 - invariance   ‖φ(g·x) − φ(x)‖
 - equivariance ‖φ(g·x) − ρ(g)φ(x)‖, ρ = the known action (spatial and fibre, e2cnn)
 - spatial      ‖φ(g·x) − S_g φ(x)‖, S_g = the spatial transform, channels untouched
-- best_fit     ‖φ(g·x) − M_g S_g φ(x)‖ on held-out images, M_g the least-squares channel map
-               (a 1×1 convolution) fitted on the other images (Lenc & Vedaldi)
+- best_fit     ‖φ(g·x) − (M_g S_g φ(x) + b_g)‖ on held-out images, M_g and b_g the least-squares
+               affine channel map (a 1×1 convolution with bias) fitted on the other images
+               (Lenc & Vedaldi)
 - lie_derivative ‖d/dt ρ(g_−t) φ(g_t·x)‖ at t = 0 for continuous rotation (Gruver et al.)
 - consistency  fraction of images whose predicted class is unchanged (a score, not an error)
 """
@@ -77,20 +78,45 @@ def channel_gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nip,njp->ij", a2, b2)
 
 
-def fit_channel_map(gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-8) -> torch.Tensor:
-    """W minimising ‖Y − X W‖² + λ‖W − I‖² from G = XᵀX and K = XᵀY (solved in float64).
+def with_ones(maps: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) maps with a constant-1 channel appended: (N, C + 1, H, W). A linear map of
+    these is an affine map of the original channels (its last row is the intercept)."""
+    return torch.cat([maps, torch.ones_like(maps[:, :1])], dim=1)
 
-    The ridge pulls W towards the identity (channels untouched, the spatial-only
-    hypothesis) rather than towards 0, so an exactly equivariant layer gets W = I and error
-    0 even when the fit is underdetermined (more channels than fitting samples, e.g. after
-    global pooling). λ = ``ridge`` × mean diagonal of G.
+
+class ChannelMapFit:
+    """:func:`fit_channel_map` for one Gram matrix and any number of cross products: the
+    float64 system is factored once (one LU per layer serves every group element)."""
+
+    def __init__(self, gram: torch.Tensor, ridge: float = 1e-8) -> None:
+        g = gram.double()
+        c = g.shape[0] - 1
+        self.lam = ridge * torch.clamp(
+            torch.diagonal(g)[:c].mean(), min=torch.finfo(torch.float64).tiny
+        )
+        self.eye = torch.eye(c + 1, c, dtype=g.dtype, device=g.device)  # I on W's rows, 0 on b's
+        self.lu = torch.linalg.lu_factor(g + self.lam * torch.diag(self.eye.sum(1)))
+
+    def __call__(self, cross: torch.Tensor) -> torch.Tensor:
+        w = torch.linalg.lu_solve(*self.lu, cross.double() + self.lam * self.eye)
+        return w.to(cross.dtype)
+
+
+def fit_channel_map(gram: torch.Tensor, cross: torch.Tensor, ridge: float = 1e-8) -> torch.Tensor:
+    """The affine channel map [W; b] minimising ‖Y − X W − 1 bᵀ‖² + λ‖W − I‖², solved in float64.
+
+    ``gram`` and ``cross`` are the products of the features augmented with a constant-1
+    channel (:func:`with_ones`): G = [X 1]ᵀ[X 1] ((C+1, C+1)) and K = [X 1]ᵀ Y ((C+1, C)) —
+    or a batch (E, C+1, C) of K. Returns (C+1, C) (or (E, C+1, C)): rows 0..C−1 are W, the
+    last row the intercept b. The ridge pulls W towards the identity (channels untouched, the
+    spatial-only hypothesis) rather than towards 0, so an exactly equivariant layer gets W = I
+    and error 0 even when the fit is underdetermined (more channels than fitting samples,
+    e.g. after global pooling); the intercept is not regularised (a constant offset, such as a
+    conv's bias, costs nothing). λ = ``ridge`` × mean of the channels' diagonal of G. Centre
+    X first (subtract its channel means: the same map, with the intercept moved): G is then
+    block-diagonal and the solve as well conditioned as a linear fit's.
     """
-    g = gram.double()
-    c = g.shape[0]
-    lam = ridge * torch.clamp(torch.diagonal(g).mean(), min=torch.finfo(torch.float64).tiny)
-    eye = torch.eye(c, dtype=g.dtype, device=g.device)
-    w = torch.linalg.solve(g + lam * eye, cross.double() + lam * eye)
-    return w.to(cross.dtype)
+    return ChannelMapFit(gram, ridge)(cross)
 
 
 def best_fit_error(
@@ -104,12 +130,14 @@ def best_fit_error(
     gram: torch.Tensor | None = None,
     exact: str = "error",
 ) -> torch.Tensor:
-    """Held-out error of the best linear channel map after the spatial transform.
+    """Held-out error of the best affine channel map after the spatial transform.
 
-    Fits M_g on the first ``fit_fraction`` of the images, reports
-    ‖φ(g·x) − M_g S_g φ(x)‖ / ‖φ(x)‖ on the rest. Pass ``transformed`` = S_g φ(x) and the
-    fit split's Gram matrix to reuse them (for a pixel permutation the Gram of S_g φ(x)
-    equals that of φ(x), so one Gram serves every exact element).
+    Fits M_g and b_g (:func:`fit_channel_map`) on the first ``fit_fraction`` of the images,
+    reports ‖φ(g·x) − (M_g S_g φ(x) + b_g)‖ / ‖φ(x)‖ on the rest. Pass ``transformed`` =
+    S_g φ(x) and the fit split's Gram matrix of ``with_ones(transformed − its fit mean)`` to
+    reuse them (for
+    a pixel permutation the Gram of S_g φ(x) equals that of φ(x), so one Gram serves every
+    exact element).
     """
     if f_x.dim() != 4:
         raise AnalysisInputError(
@@ -118,7 +146,9 @@ def best_fit_error(
     if transformed is None:
         transformed = spatial_action(f_x, element, exact)
     n_fit, _ = split_sizes(f_x.shape[0], fit_fraction)
-    x_fit, x_test = transformed[:n_fit], transformed[n_fit:]
+    # centred by the fit split's channel means: the same affine map, a well-conditioned system
+    x = with_ones(transformed - transformed[:n_fit].mean((0, 2, 3), keepdim=True))
+    x_fit, x_test = x[:n_fit], x[n_fit:]
     y_fit, y_test = f_gx[:n_fit], f_gx[n_fit:]
     if gram is None:
         gram = channel_gram(x_fit, x_fit)

@@ -16,6 +16,8 @@ from glassbox.results import Result, write_files
 ANALYSIS = "equivariance"
 ERROR_MEASURES = tuple(m for m in MEASURES if m != "consistency")
 INTERPOLATED = " (interpolated)"
+ID_COLUMNS = ["model", "depth", "layer", "module"]
+NOTE = "note"
 
 
 def _flatten(
@@ -41,20 +43,27 @@ def _column(measure: str, exact: bool) -> str:
 def summary_table(records) -> pd.DataFrame:
     """One row per (model, layer) in depth order; one column per measure: the mean over the
     group's elements. Interpolated elements get their own ``"<measure> (interpolated)"``
-    columns, so interpolation error never mixes into the exact figures."""
+    columns, so interpolation error never mixes into the exact figures. A measure that does
+    not apply to a layer is NaN, and the last column, ``note``, says why (empty otherwise)."""
     frame = records_to_frame(records)
     if frame.empty:
-        return pd.DataFrame(columns=["model", "depth", "layer", "module"])
+        return pd.DataFrame(columns=[*ID_COLUMNS, NOTE])
     frame["column"] = [_column(m, e) for m, e in zip(frame["measure"], frame["exact"])]
-    table = frame.pivot_table(
-        index=["model", "depth", "layer", "module"],
-        columns="column",
-        values="value",
-        aggfunc="mean",
-    )
+    table = frame.pivot_table(index=ID_COLUMNS, columns="column", values="value", aggfunc="mean")
+    # the pivot drops rows and columns that are all NaN (not applicable): put them back
+    present = set(frame["column"])
     order = [_column(m, e) for e in (True, False) for m in MEASURES]
-    table = table[[c for c in dict.fromkeys(order) if c in table.columns]]
+    rows = pd.MultiIndex.from_frame(frame[ID_COLUMNS].drop_duplicates())
+    table = table.reindex(
+        index=rows, columns=[c for c in dict.fromkeys(order) if c in present]
+    ).sort_index()
     table.columns.name = None
+    notes = (
+        frame[frame[NOTE] != ""]
+        .groupby(ID_COLUMNS)[NOTE]
+        .agg(lambda s: "; ".join(dict.fromkeys(s)))
+    )
+    table[NOTE] = notes.reindex(table.index).fillna("").to_numpy() if len(notes) else ""
     return table.reset_index()
 
 
@@ -62,7 +71,7 @@ def scalars_from_summary(table: pd.DataFrame, prefix: str = ANALYSIS) -> dict[st
     """``{"<prefix>/<layer>/<measure>": mean over elements}`` from :func:`summary_table`
     (an interpolated measure is logged as ``<measure>_interpolated``)."""
     result = Result(prefix)
-    measure_cols = [c for c in table.columns if c not in ("model", "depth", "layer", "module")]
+    measure_cols = [c for c in table.columns if c not in (*ID_COLUMNS, NOTE)]
     for row in table.to_dict(orient="records"):
         for col in measure_cols:
             value = row[col]

@@ -51,6 +51,7 @@ ANALYSES = ("equivariance", "separability", "interpretation")
 EPOCH_TAG = re.compile(r"^epoch(\d+)$")
 # summary-table columns that are not measures
 _ID_COLUMNS = ("model", "depth", "layer", "module")
+_NA = "n/a"  # a measure that does not apply to a layer
 # headline cards, when present in metrics.json
 HEADLINE = (
     ("test accuracy", "test/acc"),
@@ -484,9 +485,10 @@ def _equivariance_section(run: RunFiles, assets: Path) -> str:
     if png.is_file():
         body += H.figure(H.rel(png, run.dir), f"equivariance/{final}/equivariance.png", width=900)
     columns = [c for c in rows[0] if c != "model"] if rows else []
+    measured = [c for c in columns if c not in _ID_COLUMNS and c != "note"]
     body += H.table(
-        columns,
-        [[r.get(c) for c in columns] for r in rows],
+        columns,  # a measure a layer does not have (e.g. the Lie derivative of regular fields): n/a
+        [[_NA if c in measured and r.get(c) is None else r.get(c) for c in columns] for r in rows],
         keys=[[f"equivariance/{r.get('layer')}/{c}" for c in columns] for r in rows],
     )
     over = [t for t in tags if EPOCH_TAG.match(t) or t in ("fit_end", "test")]

@@ -217,8 +217,8 @@ def _overlay_section(
                     for t in tables
                     if i < len(t) and _is_number(t[i].get(c)) and math.isfinite(t[i][c])
                 ]
-                if not vs:
-                    row.append("")
+                if not vs:  # an equivariance measure that does not apply to the layer: n/a
+                    row.append("n/a" if analysis == "equivariance" else "")
                     continue
                 mean = sum(vs) / len(vs)
                 std = (
