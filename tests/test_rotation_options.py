@@ -141,3 +141,19 @@ def test_accuracy_vs_angle_plot_legend_outside_and_exact_angles_marked(tmp_path)
     assert vlines == [0, 90, 180, 270, 360]
     path = plot_accuracy_vs_angle(pd.DataFrame(rows), tmp_path / "a.png")
     assert path.stat().st_size > 1000
+
+
+def test_sweep_mean_over_turn_for_jobs_with_and_without_the_logged_metric(tmp_path):
+    import json
+
+    from glassbox.reporting.sweep import collect
+
+    per_angle = {"test_rot0/acc": 1.0, "test_rot90/acc": 0.5, "test_rot360/acc": 1.0}
+    jobs = {"0": {**per_angle, "test_rot_mean/acc": 0.6}, "1": per_angle}  # "1": an older job
+    for name, metrics in jobs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"metrics": metrics}))
+    df = collect([tmp_path]).set_index("job")
+    assert df.loc[f"{tmp_path.name}/0", "test_rot_mean/acc"] == pytest.approx(0.6)  # as logged
+    # computed over one turn: 0° and 360° once → (1.0 + 0.5) / 2
+    assert df.loc[f"{tmp_path.name}/1", "test_rot_mean/acc"] == pytest.approx(0.75)

@@ -128,11 +128,13 @@ def collect(sweep_dirs: Sequence[str | Path]) -> pd.DataFrame:
         )
     df = pd.DataFrame(rows)
     angles = angle_columns(df.columns, "acc")
-    if angles and "test_rot_mean/acc" not in df.columns:  # jobs written before the metric existed
-        df["test_rot_mean/acc"] = df[list(angles.values())].apply(
+    if angles:  # jobs written before the metric existed: from their per-angle accuracies
+        fallback = df[list(angles.values())].apply(
             lambda r: mean_over_turn(dict(zip(angles, r))) if r.notna().all() else float("nan"),
             axis=1,
         )
+        logged = df.get("test_rot_mean/acc")
+        df["test_rot_mean/acc"] = fallback if logged is None else logged.fillna(fallback)
     return df
 
 
