@@ -12,17 +12,15 @@ load hits all variants alike), it times:
 - ``lie``: :func:`measure_layerwise` with only the Lie derivative (one JVP pass).
 
 It prints medians and the ratios report / forward (target ≤ 1.3) and lie / one forward.
-AlexNet's report was memory-bound (wide early maps streamed through memory once per op);
-measuring a cache-sized block of images at a time took its ratio from 1.63 / 1.58 to
-1.49 / 1.51 on the idle 2-core machine (two runs each, 1 thread) — still above the bar.
-A profile of that report (torch.profiler, AlexNet, 64 images, C4) put the extra time in the
-best-fit GEMMs (about a third: cross products and held-out predictions, ≈ 3.5 GFLOP, that
-is ≈ 12 % of the forward's FLOPs), pixel gathers (index_select, ≈ 2× a copy's cost), the
-channel-major copies, differences and norms (memory passes over ≈ 107 MB), and ≈ 5000
-small ops; and the one concatenated forward of 256 images ran 4–10 % slower than 4 × 64.
-The report now runs the |G| forwards of 64 images (a layer's originals are kept, each
-copy is measured as it appears), solves one LU per layer, and writes each held-out
-residual with one GEMM accumulated onto the copy (no prediction buffer).
+The report streams the |G| forwards of 64 images (a layer's originals are kept, each copy is
+measured as it appears, a cache-sized block of images at a time), solves one LU per layer and
+writes each held-out residual with one GEMM accumulated onto the copy. On the idle 2-core
+machine (1 thread, two runs) the glass-box model gives 1.11 / 1.12 and AlexNet 1.51 / 1.49:
+AlexNet is above the bar. Its extra ≈ 140 ms per report (torch.profiler): best-fit GEMMs
+30 ms (≈ 3.5 GFLOP, 12 % of the forward's FLOPs), Gram matrices and LU solves 13 ms,
+differences 21 ms, norms 12 ms, pixel gathers 19 ms, channel-major copies 13 ms, centring
+3 ms, ≈ 10 ms of small ops. Getting under 1.3 needs the gather, differences and norms of a
+block fused into about one pass, which PyTorch's CPU kernels do not offer.
 
     python benchmarks/bench_equivariance.py [--model alexnet|glassbox|both] [--rounds 7] [--batch 64] [--group C4] [--threads 1] [--device cuda]
 """
